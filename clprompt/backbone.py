@@ -1,0 +1,145 @@
+"""Frozen open_clip backbones: a pretrained tag, a local checkpoint file, or (for tests) random init.
+
+``load_backbone`` never falls back to random weights: a tag that cannot be downloaded or a file that
+does not exist stops the run with a message naming the local-file option. What was loaded is recorded
+in ``Backbone.identity`` (architecture, source, tag or file sha256), which goes into ``results.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import open_clip
+import torch
+from omegaconf import DictConfig, OmegaConf
+from open_clip.transform import PreprocessCfg, image_transform_v2
+
+from clprompt.errors import ConfigValueError, WeightsUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP, its tokenizer and image transforms, and the identity of its weights."""
+
+    model: torch.nn.Module
+    tokenizer: Callable
+    train_transform: Callable
+    eval_transform: Callable
+    identity: dict
+
+
+def sha256_of_file(path: str, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.startswith("~") or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def _resolve_source(arch: str, pretrained: Optional[str]) -> tuple[str, Optional[str]]:
+    """Classify ``pretrained`` as ('random', None), ('file', path) or ('tag', tag); refuse anything else."""
+    if pretrained is None or str(pretrained).lower() in ("", "none", "null"):
+        return "random", None
+    pretrained = str(pretrained)
+    path = os.path.expanduser(pretrained)
+    if os.path.isfile(path):
+        return "file", path
+    if _looks_like_path(pretrained):
+        raise WeightsUnavailableError(
+            f"model.pretrained={pretrained}: no such checkpoint file. Pass the path of an open_clip "
+            "checkpoint (.safetensors, .bin or .pt) that exists on this machine."
+        )
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained not in tags:
+        raise WeightsUnavailableError(
+            f"model.pretrained={pretrained} is neither a file nor a known tag of {arch}. "
+            f"Known tags: {tags or 'none'}. Or pass a local checkpoint: model.pretrained=/path/to/file."
+        )
+    return "tag", pretrained
+
+
+def _build_custom(config: dict, source: str, path: Optional[str]) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
+    """An open_clip ``CLIP`` from an inline config (the ``config:`` block of a model YAML)."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    model = open_clip.CLIP(**config)
+    if source == "file":
+        open_clip.load_checkpoint(model, path, strict=True)
+    elif source == "tag":
+        raise ConfigValueError("a model with an inline config: takes a checkpoint file or null, not a tag")
+    preprocess = PreprocessCfg(size=config["vision_cfg"]["image_size"])
+    context_length = config["text_cfg"].get("context_length", 77)
+    tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+    return model, tokenizer, image_transform_v2(preprocess, is_train=True), image_transform_v2(preprocess, is_train=False)
+
+
+def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optional[bool] = None,
+                  config: Optional[dict] = None, cache_dir: Optional[str] = None) -> Backbone:
+    """Load a frozen open_clip CLIP.
+
+    arch: an open_clip architecture name (``ViT-B-16``, ``RN50``, ...), or a free name when ``config``
+        gives the architecture inline.
+    pretrained: a tag of ``arch`` (downloaded where a network exists), a local checkpoint file, or None
+        for random init (tests only; recorded as such).
+    quick_gelu: None takes the tag's own setting (OpenAI weights use QuickGELU); True/False force it,
+        and must agree with a tag. For a checkpoint file of OpenAI weights, set it to True.
+    """
+    source, value = _resolve_source(arch, pretrained)
+    identity = {"arch": arch, "source": source, "open_clip_version": open_clip.__version__}
+    if config is not None:
+        model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
+    else:
+        if arch not in open_clip.list_models():
+            raise ConfigValueError(f"model.arch={arch} is not an open_clip architecture. "
+                                   f"Known: {', '.join(open_clip.list_models())}")
+        force_quick_gelu = bool(quick_gelu)
+        if source == "tag":
+            tag_cfg = open_clip.get_pretrained_cfg(arch, value)
+            tag_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+            if quick_gelu is not None and bool(quick_gelu) != tag_quick_gelu:
+                raise ConfigValueError(
+                    f"model.quick_gelu={quick_gelu} but the {arch} '{value}' weights were trained with "
+                    f"quick_gelu={tag_quick_gelu}; set model.quick_gelu=null to follow the tag."
+                )
+            force_quick_gelu = tag_quick_gelu
+            identity["hf_hub"] = tag_cfg.get("hf_hub") or None
+        try:
+            model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+                arch, pretrained=value, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir
+            )
+        except RuntimeError as error:
+            if source != "tag":
+                raise
+            hub = identity.get("hf_hub") or ""
+            raise WeightsUnavailableError(
+                f"could not get the '{value}' weights of {arch}: {error}\n"
+                f"Without internet, download the open_clip checkpoint elsewhere "
+                f"({'Hugging Face hub ' + hub if hub else 'see open_clip.list_pretrained()'}) and pass "
+                f"model.pretrained=/path/to/open_clip_model.safetensors"
+                f"{' model.quick_gelu=true' if force_quick_gelu else ''}."
+            ) from error
+        tokenizer = open_clip.get_tokenizer(arch)
+        identity["quick_gelu"] = force_quick_gelu
+    if source == "tag":
+        identity["pretrained"] = value
+    elif source == "file":
+        identity["pretrained"] = str(Path(value).resolve())
+        identity["sha256"] = sha256_of_file(value)
+    else:
+        identity["pretrained"] = None
+        log.warning("model.pretrained=null: %s has RANDOM weights (for tests only); results.json records it.", arch)
+    model.eval()
+    model.requires_grad_(False)
+    identity["parameters"] = sum(p.numel() for p in model.parameters())
+    return Backbone(model, tokenizer, train_transform, eval_transform, identity)

@@ -1,0 +1,75 @@
+"""The one place that reaches into open_clip's CLIP modules.
+
+Prompt methods build token embeddings themselves (learned context, learned labels) and need the text
+tower from there on; later, visual prompts will need the image tower's blocks. Everything that names
+an open_clip attribute lives here, so an open_clip upgrade touches this file only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+
+from clprompt.errors import UnsupportedBackboneError
+
+
+class CLIPAdapter(torch.nn.Module):
+    """A frozen open_clip ``CLIP`` seen through the operations prompt methods need."""
+
+    def __init__(self, clip: torch.nn.Module):
+        super().__init__()
+        if not isinstance(clip, CLIP):
+            raise UnsupportedBackboneError(
+                f"clprompt prompts open_clip's CLIP with its built-in text tower; got {type(clip).__name__} "
+                "(CustomTextCLIP / CoCa / Hugging Face text towers are not supported)"
+            )
+        if clip.text_pool_type not in ("argmax", "eos"):
+            raise UnsupportedBackboneError(f"text_pool_type={clip.text_pool_type!r}: prompts need EOT pooling")
+        self.clip = clip
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp of CLIP's learned temperature (scalar tensor)."""
+        return self.clip.logit_scale.exp()
+
+    @property
+    def context_length(self) -> int:
+        return int(self.clip.positional_embedding.shape[0])
+
+    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Index of the end-of-text token of each prompt. tokens: [N, L] -> [N]."""
+        if self.clip.text_pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        return (tokens == self.clip.text_eos_id).int().argmax(dim=-1)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Word embeddings of token ids. tokens: [N, L] -> [N, L, width]."""
+        return self.clip.token_embedding(tokens)
+
+    def encode_token_embeddings(self, embeddings: torch.Tensor, eot_positions: torch.Tensor) -> torch.Tensor:
+        """Text features from word embeddings, not normalized. embeddings: [N, L, width] -> [N, embed_dim].
+
+        The tower is causal and pools at EOT, so positions after the last EOT of the batch never reach an
+        output: the sequence is cut there, which gives the same features as the full 77 tokens.
+        """
+        clip = self.clip
+        cast_dtype = clip.transformer.get_cast_dtype()
+        length = int(eot_positions.max()) + 1
+        x = embeddings[:, :length].to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+        x = clip.transformer(x, attn_mask=mask)
+        x = clip.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_positions]
+        if clip.text_projection is not None:
+            x = clip.text_projection(x) if isinstance(clip.text_projection, torch.nn.Linear) else x @ clip.text_projection
+        return x
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Normalized text features of tokenized prompts. tokens: [N, L] -> [N, embed_dim]."""
+        features = self.encode_token_embeddings(self.embed_tokens(tokens), self.eot_positions(tokens))
+        return F.normalize(features, dim=-1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized image features. images: [B, 3, H, W] -> [B, embed_dim]."""
+        return F.normalize(self.clip.encode_image(images), dim=-1)

@@ -1,0 +1,17 @@
+"""Errors of the model side. Each message says what was wrong and how to fix it."""
+
+
+class ClpromptError(Exception):
+    """Base class: a run cannot go on as configured."""
+
+
+class WeightsUnavailableError(ClpromptError):
+    """Pretrained weights could not be found or downloaded."""
+
+
+class UnsupportedBackboneError(ClpromptError):
+    """A method cannot run on the chosen backbone."""
+
+
+class ConfigValueError(ClpromptError):
+    """A config value is invalid; the message names the key."""

@@ -1,0 +1,87 @@
+"""The base of every prompt method: a CLIP classifier over the classes a stream has named so far.
+
+A method turns class ids into text features (``class_text_features``) and images into image features
+(``image_features``); ``forward`` scores images against the current *candidate classes* only. The
+evaluation protocol chooses the candidates (classes seen so far, or one task's classes); logits of the
+other classes are -inf, so outputs always index global class ids and Avalanche's labels need no
+remapping.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from clprompt.backbone import Backbone
+from clprompt.clip_adapter import CLIPAdapter
+
+
+class PromptMethod(torch.nn.Module):
+    """CLIP classification over a candidate subset of a stream's classes.
+
+    Subclasses implement ``class_text_features``; trained methods add parameters and Avalanche plugins.
+    Text features of a class set are cached while the module is in eval mode (computed once per
+    evaluation); ``clear_text_cache`` drops them, which the evaluation protocol does before each
+    evaluation phase.
+    """
+
+    def __init__(self, backbone: Backbone, class_names: Sequence[str]):
+        super().__init__()
+        self.clip = CLIPAdapter(backbone.model)
+        self.tokenizer = backbone.tokenizer
+        self.class_names = list(class_names)
+        self.candidate_classes: list[int] = list(range(len(self.class_names)))
+        self._text_cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def class_text_features(self, class_ids: Sequence[int]) -> torch.Tensor:
+        """Normalized text features of the given classes: [len(class_ids), embed_dim]."""
+        raise NotImplementedError
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized image features: [B, 3, H, W] -> [B, embed_dim]. The frozen tower by default."""
+        return self.clip.encode_image(images)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def plugins(self) -> list:
+        """Avalanche plugins this method brings to the strategy (none by default)."""
+        return []
+
+    def set_candidate_classes(self, class_ids: Sequence[int]) -> None:
+        ids = sorted(int(c) for c in class_ids)
+        if not ids or ids[0] < 0 or ids[-1] >= self.n_classes:
+            raise ValueError(f"candidate classes must be a non-empty subset of 0..{self.n_classes - 1}")
+        self.candidate_classes = ids
+
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    def candidate_text_features(self) -> torch.Tensor:
+        key = tuple(self.candidate_classes)
+        if self.training or torch.is_grad_enabled():
+            self._text_cache.clear()
+            return self.class_text_features(key)
+        if key not in self._text_cache:
+            self._text_cache[key] = self.class_text_features(key)
+        return self._text_cache[key]
+
+    def forward(self, images: torch.Tensor, candidate_classes: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Logits over all classes, [B, n_classes]; -inf outside the candidate classes."""
+        if candidate_classes is not None:
+            self.set_candidate_classes(candidate_classes)
+        text = self.candidate_text_features()
+        image = self.image_features(images)
+        scores = self.clip.logit_scale * image @ text.to(image.dtype).t()
+        logits = scores.new_full((images.shape[0], self.n_classes), float("-inf"))
+        logits[:, torch.tensor(self.candidate_classes, device=logits.device)] = scores
+        return logits

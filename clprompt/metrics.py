@@ -1,0 +1,75 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+R[i, j] is the test accuracy on task j after training through task i (T x T, the upper triangle holds
+the accuracy on tasks not trained yet). Definitions follow METHODS.md; indices here are 0-based.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _square(matrix) -> np.ndarray:
+    R = np.asarray(matrix, dtype=np.float64)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
+        raise ValueError(f"accuracy matrix must be square and non-empty, got shape {R.shape}")
+    return R
+
+
+def last_accuracy(matrix) -> float:
+    """A_T: mean accuracy over all tasks after the last experience."""
+    R = _square(matrix)
+    return float(R[-1].mean())
+
+
+def incremental_accuracies(matrix) -> np.ndarray:
+    """A_t = mean_{j<=t} R[t, j] for every t: accuracy over the tasks seen so far."""
+    R = _square(matrix)
+    return np.array([R[t, : t + 1].mean() for t in range(len(R))])
+
+
+def average_incremental_accuracy(matrix) -> float:
+    """Avg = mean_t A_t."""
+    return float(incremental_accuracies(matrix).mean())
+
+
+def forgetting(matrix) -> float:
+    """Chaudhry et al. 2018: mean_{j<T} (max_{l<T} R[l, j] - R[T, j]). 0 when T = 1.
+
+    The max runs over every earlier row, including those before task j was trained (CLIP scores
+    future tasks zero-shot), as METHODS.md defines it.
+    """
+    R = _square(matrix)
+    T = len(R)
+    if T == 1:
+        return 0.0
+    return float(np.mean([R[: T - 1, j].max() - R[T - 1, j] for j in range(T - 1)]))
+
+
+def backward_transfer(matrix) -> float:
+    """Lopez-Paz & Ranzato 2017: mean_{j<T} (R[T, j] - R[j, j]). 0 when T = 1."""
+    R = _square(matrix)
+    T = len(R)
+    if T == 1:
+        return 0.0
+    return float(np.mean([R[T - 1, j] - R[j, j] for j in range(T - 1)]))
+
+
+def transfer(matrix) -> float:
+    """ZSCL's MTIL transfer: mean over tasks j >= 2 (1-based) of mean_{i<j} R[i, j]. NaN when T = 1."""
+    R = _square(matrix)
+    T = len(R)
+    if T == 1:
+        return float("nan")
+    return float(np.mean([R[:j, j].mean() for j in range(1, T)]))
+
+
+def summarize(matrix) -> dict[str, float]:
+    """All metrics of a matrix, by name."""
+    return {
+        "last": last_accuracy(matrix),
+        "avg": average_incremental_accuracy(matrix),
+        "forgetting": forgetting(matrix),
+        "bwt": backward_transfer(matrix),
+        "transfer": transfer(matrix),
+    }

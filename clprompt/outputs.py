@@ -1,0 +1,165 @@
+"""What a run writes: results.json, the accuracy matrix as CSV and PNG, and TensorBoard events.
+
+Matrices arrive as fractions in [0, 1] (NaN for rows not computed yet) and are written in percent.
+``RunRecorder.write`` is called after every experience, so a run that stops early keeps its rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from clprompt import metrics  # noqa: E402
+
+
+def to_percent(matrix: np.ndarray) -> np.ndarray:
+    return 100.0 * np.asarray(matrix, dtype=np.float64)
+
+
+def completed_prefix(matrix: np.ndarray) -> np.ndarray:
+    """The square top-left block of fully computed rows: R[:t, :t] for t finished experiences."""
+    done = 0
+    while done < len(matrix) and not np.isnan(matrix[done]).any():
+        done += 1
+    return matrix[:done, :done]
+
+
+def matrix_markdown(matrix_percent: np.ndarray) -> str:
+    """R as a markdown table: rows 'after experience i', columns 'task j', NaN as '-'."""
+    T = matrix_percent.shape[1]
+    lines = ["| after \\ task | " + " | ".join(str(j + 1) for j in range(T)) + " |",
+             "|---" * (T + 1) + "|"]
+    for i, row in enumerate(matrix_percent):
+        cells = ["-" if math.isnan(v) else f"{v:.2f}" for v in row]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_matrix_csv(path: Path, matrix_percent: np.ndarray) -> None:
+    T = matrix_percent.shape[1]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["after_experience"] + [f"task_{j + 1}" for j in range(T)])
+        for i, row in enumerate(matrix_percent):
+            writer.writerow([i + 1] + ["" if math.isnan(v) else f"{v:.4f}" for v in row])
+
+
+def matrix_figure(matrix_percent: np.ndarray, title: str = "accuracy (%)"):
+    """A heatmap of R with each cell's value written in it."""
+    T = matrix_percent.shape[1]
+    size = max(4.0, 0.55 * T + 2.0)
+    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    shown = np.ma.masked_invalid(matrix_percent)
+    image = axes.imshow(shown, vmin=0, vmax=100, cmap="viridis")
+    for i in range(matrix_percent.shape[0]):
+        for j in range(T):
+            value = matrix_percent[i, j]
+            if not math.isnan(value):
+                axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
+                          color="white" if value < 60 else "black")
+    axes.set_xticks(range(T), [str(j + 1) for j in range(T)])
+    axes.set_yticks(range(matrix_percent.shape[0]), [str(i + 1) for i in range(matrix_percent.shape[0])])
+    axes.set_xlabel("evaluated task")
+    axes.set_ylabel("after training experience")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    return figure
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+class RunRecorder:
+    """Writes a run's outputs into its directory, refreshed after every experience."""
+
+    def __init__(self, run_dir: Path, header: dict):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.header = header
+        self.tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def log_row(self, matrix: np.ndarray, row: int) -> None:
+        """TensorBoard scalars for the evaluation after experience ``row`` (0-based) at step row + 1."""
+        step = row + 1
+        percent = to_percent(matrix)
+        for task, value in enumerate(percent[row]):
+            self.tensorboard.add_scalar(f"accuracy/task_{task + 1}", value, step)
+        prefix = completed_prefix(matrix)
+        if len(prefix) == step:
+            self.tensorboard.add_scalar("accuracy/seen_tasks_mean", 100 * metrics.incremental_accuracies(prefix)[-1], step)
+            self.tensorboard.add_scalar("accuracy/all_tasks_mean", float(np.mean(percent[row])), step)
+            for name, value in metrics.summarize(prefix).items():
+                if not math.isnan(value):
+                    self.tensorboard.add_scalar(f"metrics/{name}", 100 * value, step)
+        self.tensorboard.flush()
+
+    def write(self, matrix: np.ndarray, status: str, wall_time_s: float, extra: Optional[dict] = None) -> dict:
+        """results.json, accuracy_matrix.csv and accuracy_matrix.png from the matrix as it stands."""
+        percent = to_percent(matrix)
+        prefix = completed_prefix(matrix)
+        summary = ({k: _finite_or_none(100 * v) for k, v in metrics.summarize(prefix).items()}
+                   if len(prefix) else {})
+        results = dict(self.header)
+        results.update(
+            status=status,
+            completed_experiences=len(prefix),
+            accuracy_matrix=[[_finite_or_none(v) for v in row] for row in percent],
+            metrics=summary,
+            wall_time_s=round(wall_time_s, 3),
+            units="accuracy in percent; accuracy_matrix[i][j] = task j+1 after experience i+1",
+        )
+        if extra:
+            results.update(extra)
+        _write_json_atomic(self.run_dir / "results.json", results)
+        write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
+        figure = matrix_figure(percent)
+        figure.savefig(self.run_dir / "accuracy_matrix.png", dpi=120)
+        plt.close(figure)
+        return results
+
+    def finish(self, matrix: np.ndarray) -> None:
+        """The final heatmap image and markdown table in TensorBoard."""
+        percent = to_percent(matrix)
+        figure = matrix_figure(percent)
+        self.tensorboard.add_figure("accuracy_matrix/heatmap", figure, global_step=len(percent))
+        plt.close(figure)
+        summary = metrics.summarize(completed_prefix(matrix)) if len(completed_prefix(matrix)) else {}
+        table = matrix_markdown(percent) + "\n\n" + "\n".join(
+            f"- **{k}**: {'n/a' if math.isnan(v) else f'{100 * v:.2f}'}" for k, v in summary.items())
+        self.tensorboard.add_text("accuracy_matrix/table", table, global_step=len(percent))
+        self.tensorboard.close()
+
+
+def format_summary(matrix: np.ndarray) -> str:
+    """The matrix and metrics as console text."""
+    percent = to_percent(matrix)
+    out = io.StringIO()
+    out.write("accuracy matrix (%), row i = after experience i, column j = task j\n")
+    for i, row in enumerate(percent):
+        out.write(f"  {i + 1:>3} " + " ".join("    -" if math.isnan(v) else f"{v:6.2f}" for v in row) + "\n")
+    prefix = completed_prefix(matrix)
+    if len(prefix):
+        for name, value in metrics.summarize(prefix).items():
+            out.write(f"{name:>10}: {'n/a' if math.isnan(value) else f'{100 * value:.2f}'}\n")
+    return out.getvalue()

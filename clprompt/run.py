@@ -1,0 +1,133 @@
+"""``python -m clprompt.run scenario=... method=... model=...``: one continual-learning run.
+
+configs -> backbone, stream, method, strategy -> experience by experience: train, evaluate every task
+-> accuracy matrix -> metrics -> results.json, CSV, PNG, TensorBoard (all in the Hydra run directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clprompt.errors import ClpromptError
+from clprompt.evaluation import AccuracyMatrixPlugin
+from clprompt.outputs import RunRecorder, format_summary
+from clprompt.strategy import PromptStrategy
+from scenarios.errors import DatasetNotFoundError, StreamConfigError
+
+log = logging.getLogger("clprompt")
+
+USER_ERRORS = (ClpromptError, DatasetNotFoundError, StreamConfigError)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClpromptError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    return device
+
+
+def build(cfg: DictConfig, kind: str, **kwargs):
+    """Instantiate ``cfg[kind]``; an error inside the target surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(cfg[kind], **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause
+        raise
+
+
+def versions() -> dict:
+    import avalanche
+    import open_clip
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "open_clip": open_clip.__version__, "avalanche": avalanche.__version__}
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the configured stream; returns the final results dict (also written to ``run_dir``)."""
+    started = time.time()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    backbone = build(cfg, "model")
+    stream = build(cfg, "scenario", train_transform=backbone.train_transform,
+                   eval_transform=backbone.eval_transform)
+    method = build(cfg, "method", backbone=backbone, class_names=stream.class_names)
+    matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
+    optimizer_factory = partial(instantiate, cfg.train.optimizer) if "optimizer" in cfg.train else None
+    strategy = PromptStrategy(
+        method=method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
+        eval_mb_size=cfg.eval.batch_size, device=device, plugins=[matrix_plugin],
+        optimizer_factory=optimizer_factory, precision=cfg.precision,
+    )
+    header = {
+        "scenario": HydraConfig.get().runtime.choices.get("scenario") if HydraConfig.initialized() else None,
+        "method": HydraConfig.get().runtime.choices.get("method") if HydraConfig.initialized() else None,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": cfg.seed,
+        "weights": backbone.identity,
+        "stream": stream.description,
+        "class_names": stream.class_names,
+        "protocol": cfg.eval.protocol,
+        "device": str(device),
+        "versions": versions(),
+    }
+    recorder = RunRecorder(run_dir, header)
+    loader_args = {"num_workers": cfg.data.num_workers}
+    log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
+             len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")
+    status = "running"
+    try:
+        for experience in stream.benchmark.train_stream:
+            strategy.train(experience, **loader_args)
+            strategy.eval(stream.benchmark.test_stream, **loader_args)
+            recorder.log_row(matrix_plugin.matrix, experience.current_experience)
+            recorder.write(matrix_plugin.matrix, status, time.time() - started)
+        status = "complete"
+    except BaseException as error:
+        status = f"failed: {type(error).__name__}: {error}"
+        raise
+    finally:
+        results = recorder.write(matrix_plugin.matrix, status, time.time() - started)
+        recorder.finish(matrix_plugin.matrix)
+    print(format_summary(matrix_plugin.matrix))
+    print(f"results in {run_dir}")
+    return results
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

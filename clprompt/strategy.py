@@ -1,0 +1,82 @@
+"""The Avalanche strategy that drives every run: Avalanche's supervised template plus method plugins.
+
+A method is an ``nn.Module`` (a ``PromptMethod``) and may bring its own plugins. The optimizer is built
+per experience over the method's trainable parameters only (Avalanche's default would register every
+backbone parameter too). A method with nothing to train (zero-shot) goes through the same calls and
+simply runs no epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import nullcontext
+from typing import Callable, Optional, Sequence
+
+import torch
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+
+from clprompt.errors import ConfigValueError
+from clprompt.methods.base import PromptMethod
+
+log = logging.getLogger(__name__)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
+    """The AMP dtype for ``precision`` (auto | fp32 | bf16 | fp16): auto is bf16 on CUDA, none on CPU."""
+    choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision not in choices:
+        raise ConfigValueError(f"precision={precision!r}; choose auto, fp32, bf16 or fp16")
+    return choices[precision]
+
+
+class PromptStrategy(SupervisedTemplate):
+    """Train and evaluate a prompt method experience by experience."""
+
+    def __init__(self, *, method: PromptMethod, train_epochs: int = 1, train_mb_size: int = 32,
+                 eval_mb_size: int = 256, device: torch.device = torch.device("cpu"),
+                 plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
+                 precision: str = "auto"):
+        with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
+            warnings.filterwarnings("ignore", message="No loggers specified")
+            evaluator = EvaluationPlugin(loggers=[])
+        super().__init__(
+            model=method, optimizer=None, criterion=torch.nn.CrossEntropyLoss(),
+            train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
+            device=device, plugins=list(plugins) + list(method.plugins()),
+            evaluator=evaluator, eval_every=-1,
+        )
+        self.optimizer_factory = optimizer_factory
+        self.amp_dtype = autocast_dtype(torch.device(device), precision)
+
+    def make_optimizer(self, **kwargs):
+        parameters = self.model.trainable_parameters()
+        if not parameters:
+            self.optimizer = None
+            return
+        if self.optimizer_factory is None:
+            raise ValueError("this method has trainable parameters but no optimizer was configured")
+        self.optimizer = self.optimizer_factory(parameters)
+
+    def check_model_and_optimizer(self, **kwargs):
+        self.model = self.model_adaptation()
+        self.make_optimizer(**kwargs)
+
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        if self.optimizer is None:
+            log.info("experience %d: nothing to train", experience.current_experience)
+            return
+        super()._train_exp(experience, eval_streams, **kwargs)
+
+    def forward(self):
+        amp = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+               if self.amp_dtype is not None else nullcontext())
+        with amp:
+            return self.model(self.mb_x)
+
+    def eval_epoch(self, **kwargs):
+        with torch.inference_mode():
+            super().eval_epoch(**kwargs)

@@ -1,0 +1,116 @@
+"""Class-incremental task streams as Avalanche benchmarks.
+
+The class partition is computed here, not by Avalanche: ``class_incremental_benchmark(num_experiences=n)``
+silently drops the classes left over when n does not divide the class count (see
+``tests/test_streams.py::test_avalanche_drops_leftover_classes``). We spread the remainder instead and
+hand Avalanche the explicit per-experience class counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
+from torch.utils.data import Dataset
+
+from scenarios.errors import StreamConfigError
+
+
+@dataclass
+class TaskStream:
+    """A stream of experiences and what the model side needs to know about it.
+
+    benchmark: Avalanche ``CLScenario`` with ``train_stream`` and ``test_stream``.
+    class_names: human-readable names, indexed by global class id.
+    experience_classes: ``experience_classes[i]`` lists the class ids of experience i, in class order.
+    description: dataset, source and class order, recorded in ``results.json``.
+    """
+
+    name: str
+    benchmark: object
+    class_names: list[str]
+    experience_classes: list[list[int]]
+    description: dict = field(default_factory=dict)
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self.experience_classes)
+
+
+def make_class_order(n_classes: int, seed: Optional[int] = None,
+                     class_order: Optional[Sequence[int]] = None) -> list[int]:
+    """The order in which classes enter the stream.
+
+    An explicit ``class_order`` wins and must be a permutation of ``range(n_classes)``. Otherwise a seed
+    shuffles the classes with numpy's legacy generator, ``RandomState(seed).permutation`` (the order
+    iCaRL-style code bases derive from seed 1993); no seed keeps the dataset's own order.
+    """
+    if class_order is not None:
+        order = [int(c) for c in class_order]
+        missing = sorted(set(range(n_classes)) - set(order))
+        extra = sorted(set(order) - set(range(n_classes)))
+        repeated = sorted({c for c in order if order.count(c) > 1})
+        if missing or extra or repeated:
+            raise StreamConfigError(
+                f"class_order must list each of the {n_classes} class ids 0..{n_classes - 1} exactly once; "
+                f"missing: {missing}, out of range: {extra}, repeated: {repeated}"
+            )
+        return order
+    if seed is None:
+        return list(range(n_classes))
+    return np.random.RandomState(seed).permutation(n_classes).tolist()
+
+
+def split_classes(class_order: Sequence[int], n_experiences: int) -> list[list[int]]:
+    """Cut the class order into ``n_experiences`` consecutive groups, losing none.
+
+    When the classes don't divide evenly, the first ``len(class_order) % n_experiences`` experiences
+    take one class more (100 classes in 7 experiences: 15, 15, 14, 14, 14, 14, 14).
+    """
+    n_classes = len(class_order)
+    if not 1 <= n_experiences <= n_classes:
+        raise StreamConfigError(
+            f"n_experiences must be between 1 and the number of classes ({n_classes}), got {n_experiences}"
+        )
+    base, extra = divmod(n_classes, n_experiences)
+    groups, start = [], 0
+    for index in range(n_experiences):
+        size = base + (1 if index < extra else 0)
+        groups.append(list(class_order[start:start + size]))
+        start += size
+    return groups
+
+
+def class_incremental_stream(name: str, train: Dataset, test: Dataset, class_names: Sequence[str],
+                             n_experiences: int, class_order_seed: Optional[int] = None,
+                             class_order: Optional[Sequence[int]] = None,
+                             description: Optional[dict] = None) -> TaskStream:
+    """Build a class-incremental Avalanche benchmark over ``train`` / ``test``.
+
+    Both datasets carry integer labels in ``.targets``, with every class of ``class_names`` present in both.
+    """
+    n_classes = len(class_names)
+    for split, dataset in (("train", train), ("test", test)):
+        present = set(int(t) for t in dataset.targets)
+        absent = sorted(set(range(n_classes)) - present)
+        if absent:
+            raise StreamConfigError(
+                f"{name}: the {split} split has no images of classes {absent[:10]}"
+                f"{' ...' if len(absent) > 10 else ''} ({len(absent)} of {n_classes}); "
+                "every class must appear in both splits"
+            )
+        if present - set(range(n_classes)):
+            raise StreamConfigError(f"{name}: {split} labels outside 0..{n_classes - 1}")
+    order = make_class_order(n_classes, class_order_seed, class_order)
+    groups = split_classes(order, n_experiences)
+    benchmark = class_incremental_benchmark(
+        {"train": train, "test": test}, class_order=order, num_classes_per_exp=[len(g) for g in groups]
+    )
+    record = dict(description or {})
+    record.update(name=name, n_classes=n_classes, n_experiences=n_experiences,
+                  class_order_seed=class_order_seed, class_order=order,
+                  experience_classes=groups, n_train=len(train), n_test=len(test))
+    return TaskStream(name=name, benchmark=benchmark, class_names=list(class_names),
+                      experience_classes=groups, description=record)
