@@ -1,0 +1,81 @@
+"""Test helpers: the run config as the CLI composes it, and dataset folders in the real on-disk layouts
+(small, random pixels: test data only)."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def compose_config(overrides: list[str]):
+    """The run config as ``python -m clprompt.run <overrides>`` would see it."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_fashion_mnist(root: Path, train_per_class: int = 3, test_per_class: int = 2, gz: bool = True) -> Path:
+    """A small Fashion-MNIST in torchvision's layout (<root>/FashionMNIST/raw), 10 classes."""
+    folder = root / "FashionMNIST" / "raw"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, per_class, prefix in (("train", train_per_class, "train"), ("test", test_per_class, "t10k")):
+        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
+        images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, gz)
+    return folder
+
+
+def write_cifar100(root: Path, train_per_class: int = 2, test_per_class: int = 1) -> Path:
+    """A small CIFAR-100 in torchvision's pickle layout (<root>/cifar-100-python/{train,test,meta})."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"class_{i}" for i in range(100)]
+    names[1] = "aquarium_fish"
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": names, "coarse_label_names": []}, handle)
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = np.repeat(np.arange(100), per_class).tolist()
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        with open(folder / split, "wb") as handle:
+            pickle.dump({"data": data, "fine_labels": labels, "coarse_labels": [0] * len(labels)}, handle)
+    return folder
+
+
+def failing_zeroshot(fail_on_evaluation: int):
+    """A ZeroShot method config target that raises during its ``fail_on_evaluation``-th evaluation."""
+    from clprompt.methods.zeroshot import ZeroShot
+
+    class FailingZeroShot(ZeroShot):
+        evaluations = 0
+
+        def clear_text_cache(self):
+            FailingZeroShot.evaluations += 1
+            if FailingZeroShot.evaluations == fail_on_evaluation:
+                raise RuntimeError("simulated crash")
+            super().clear_text_cache()
+
+    return FailingZeroShot
+
+
+def failing_zeroshot_on_second_evaluation(**kwargs):
+    return failing_zeroshot(2)(**kwargs)

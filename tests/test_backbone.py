@@ -1,0 +1,82 @@
+"""Backbone loading: the three weight sources, what is recorded, and the refusals."""
+
+import open_clip
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from clprompt.backbone import load_backbone, sha256_of_file
+from clprompt.errors import ConfigValueError, WeightsUnavailableError
+from helpers import compose_config
+
+
+def tiny_model_config():
+    return compose_config(["model=tiny"]).model
+
+
+def test_random_init_is_recorded_and_frozen(tiny_backbone):
+    assert tiny_backbone.identity["source"] == "random"
+    assert tiny_backbone.identity["pretrained"] is None
+    assert not any(p.requires_grad for p in tiny_backbone.model.parameters())
+    assert not tiny_backbone.model.training
+
+
+def test_checkpoint_file_loads_exactly_and_its_sha256_is_recorded(tmp_path, tiny_backbone):
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), path)
+    loaded = instantiate(tiny_model_config(), pretrained=str(path))
+    assert loaded.identity["source"] == "file"
+    assert loaded.identity["sha256"] == sha256_of_file(str(path))
+    for (name, a), b in zip(tiny_backbone.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_missing_checkpoint_file_is_refused(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="no such checkpoint file"):
+        load_backbone("tiny", pretrained=str(tmp_path / "missing.safetensors"), config=tiny_model_config().config)
+
+
+def test_unknown_tag_lists_the_known_ones_and_the_file_option():
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_backbone("ViT-B-32", pretrained="not-a-tag")
+    assert "openai" in str(error.value) and "model.pretrained=/path/to/file" in str(error.value)
+
+
+def test_download_failure_names_the_local_file_option(monkeypatch):
+    def offline(*args, **kwargs):
+        raise RuntimeError("Failed to download weights for tag 'openai': no network")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_backbone("ViT-B-16", pretrained="openai")
+    message = str(error.value)
+    assert "model.pretrained=/path/to/open_clip_model.safetensors" in message
+    assert "model.quick_gelu=true" in message  # OpenAI weights need QuickGELU
+    assert "timm/vit_base_patch16_clip_224.openai" in message
+
+
+def test_tag_quick_gelu_is_followed_and_contradictions_refused(monkeypatch):
+    seen = {}
+
+    def record(arch, pretrained, force_quick_gelu, cache_dir):
+        seen["quick_gelu"] = force_quick_gelu
+        raise RuntimeError("stop before downloading")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", record)
+    with pytest.raises(WeightsUnavailableError):
+        load_backbone("RN50", pretrained="openai")
+    assert seen["quick_gelu"] is True
+    with pytest.raises(ConfigValueError, match="quick_gelu"):
+        load_backbone("RN50", pretrained="openai", quick_gelu=False)
+
+
+def test_unknown_architecture_lists_known_ones():
+    with pytest.raises(ConfigValueError, match="ViT-B-16"):
+        load_backbone("ViT-B-99", pretrained=None)
+
+
+@pytest.mark.parametrize("name, arch", [("vit_b16", "ViT-B-16"), ("vit_b32", "ViT-B-32"), ("rn50", "RN50")])
+def test_stock_model_configs_name_real_architectures_and_tags(name, arch):
+    config = compose_config([f"model={name}"]).model
+    assert config.arch == arch and config.arch in open_clip.list_models()
+    assert config.pretrained in open_clip.list_pretrained_tags_by_model(arch)

@@ -1,0 +1,81 @@
+"""``python -m clprompt.run`` as a user runs it: files written, multirun, and bad-input messages."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import REPO, write_fashion_mnist
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def clprompt_run(*args, cwd=REPO):
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    return subprocess.run([sys.executable, "-m", "clprompt.run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_writes_matrix_metrics_and_tensorboard(tmp_path):
+    out = tmp_path / "run"
+    done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=zeroshot", f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr
+    assert "forgetting" in done.stdout and "accuracy matrix" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert np.array(results["accuracy_matrix"]).shape == (3, 3)
+    assert set(results["metrics"]) == {"last", "avg", "forgetting", "bwt", "transfer"}
+    assert results["scenario"] == "tiny_colors" and results["method"] == "zeroshot"
+    assert results["config"]["model"]["arch"] == "tiny" and results["seed"] == 0
+    rows = list(csv.reader((out / "accuracy_matrix.csv").open()))
+    assert rows[0] == ["after_experience", "task_1", "task_2", "task_3"] and len(rows) == 4
+    assert (out / "accuracy_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for name in ("accuracy/task_1", "accuracy/task_3", "metrics/last", "metrics/avg",
+                 "metrics/forgetting", "metrics/bwt", "metrics/transfer"):
+        assert name in tags["scalars"], name
+    assert [e.step for e in events.Scalars("accuracy/task_3")] == [1, 2, 3]
+    assert events.Scalars("metrics/last")[-1].value == pytest.approx(results["metrics"]["last"], abs=1e-4)
+    assert "accuracy_matrix/heatmap" in tags["images"]
+    assert "accuracy_matrix/table/text_summary" in tags["tensors"]
+
+
+def test_multirun_sweeps_scenarios(tmp_path):
+    write_fashion_mnist(tmp_path / "data", train_per_class=2, test_per_class=2)
+    sweep = tmp_path / "sweep"
+    done = clprompt_run("-m", "method=zeroshot", "scenario=split_fmnist,tiny_colors", "model=tiny",
+                        f"data.root={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}", "progress=false")
+    assert done.returncode == 0, done.stderr
+    results = sorted(sweep.glob("*/results.json"))
+    assert len(results) == 2
+    shapes = sorted(np.array(json.loads(p.read_text())["accuracy_matrix"]).shape for p in results)
+    assert shapes == [(3, 3), (5, 5)]
+
+
+@pytest.mark.parametrize("group, valid", [("method", "zeroshot"), ("scenario", "split_fmnist"), ("model", "vit_b16")])
+def test_unknown_names_list_the_valid_ones(group, valid):
+    done = clprompt_run(f"{group}=nope")
+    assert done.returncode != 0
+    assert f"Could not find '{group}/nope'" in done.stderr
+    assert f"Available options in '{group}'" in done.stderr and valid in done.stderr
+
+
+def test_a_misspelled_key_is_named():
+    done = clprompt_run("model=tiny", "eval.protocl=task_incremental")
+    assert done.returncode != 0
+    assert "eval.protocl" in done.stderr
+
+
+def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
+    done = clprompt_run("scenario=split_cifar", "model=tiny", f"data.root={tmp_path}",
+                        f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 1
+    assert "CIFAR-100 not found" in done.stderr and str(tmp_path / "cifar-100-python") in done.stderr
+    assert "data.download=true" in done.stderr
+    assert "Traceback" not in done.stderr
