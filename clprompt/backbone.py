@@ -47,14 +47,22 @@ def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.startswith("~") or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def _resolve_source(arch: str, pretrained: Optional[str]) -> tuple[str, Optional[str]]:
-    """Classify ``pretrained`` as ('random', None), ('file', path) or ('tag', tag); refuse anything else."""
+    """Classify ``pretrained`` as ('random', None), ('file', path) or ('tag', tag); refuse anything else.
+
+    A relative file path is looked up in the current directory, then under the project root (where
+    checkpoints shipped with clprompt live).
+    """
     if pretrained is None or str(pretrained).lower() in ("", "none", "null"):
         return "random", None
     pretrained = str(pretrained)
     path = os.path.expanduser(pretrained)
-    if os.path.isfile(path):
-        return "file", path
+    for candidate in (path, str(PROJECT_ROOT / path)):
+        if os.path.isfile(candidate):
+            return "file", candidate
     if _looks_like_path(pretrained):
         raise WeightsUnavailableError(
             f"model.pretrained={pretrained}: no such checkpoint file. Pass the path of an open_clip "
@@ -85,7 +93,8 @@ def _build_custom(config: dict, source: str, path: Optional[str]) -> tuple[torch
 
 
 def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optional[bool] = None,
-                  config: Optional[dict] = None, cache_dir: Optional[str] = None) -> Backbone:
+                  config: Optional[dict] = None, cache_dir: Optional[str] = None,
+                  sha256: Optional[str] = None) -> Backbone:
     """Load a frozen open_clip CLIP.
 
     arch: an open_clip architecture name (``ViT-B-16``, ``RN50``, ...), or a free name when ``config``
@@ -94,8 +103,16 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
         for random init (tests only; recorded as such).
     quick_gelu: None takes the tag's own setting (OpenAI weights use QuickGELU); True/False force it,
         and must agree with a tag. For a checkpoint file of OpenAI weights, set it to True.
+    sha256: the expected digest of a checkpoint file; a file that differs is refused.
     """
     source, value = _resolve_source(arch, pretrained)
+    if source == "file":
+        digest = sha256_of_file(value)
+        if sha256 and digest != sha256:
+            raise WeightsUnavailableError(
+                f"{value} has sha256 {digest}, but the model config expects {sha256}: the file is corrupt or "
+                "another version. Restore it (git checkout -- <file>) or rebuild it with its recipe."
+            )
     identity = {"arch": arch, "source": source, "open_clip_version": open_clip.__version__}
     if config is not None:
         model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
@@ -135,7 +152,7 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
         identity["pretrained"] = value
     elif source == "file":
         identity["pretrained"] = str(Path(value).resolve())
-        identity["sha256"] = sha256_of_file(value)
+        identity["sha256"] = digest
     else:
         identity["pretrained"] = None
         log.warning("model.pretrained=null: %s has RANDOM weights (for tests only); results.json records it.", arch)

@@ -86,31 +86,33 @@ def split_classes(class_order: Sequence[int], n_experiences: int) -> list[list[i
 def class_incremental_stream(name: str, train: Dataset, test: Dataset, class_names: Sequence[str],
                              n_experiences: int, class_order_seed: Optional[int] = None,
                              class_order: Optional[Sequence[int]] = None,
-                             description: Optional[dict] = None) -> TaskStream:
-    """Build a class-incremental Avalanche benchmark over ``train`` / ``test``.
+                             description: Optional[dict] = None, valid: Optional[Dataset] = None) -> TaskStream:
+    """Build a class-incremental Avalanche benchmark over ``train`` / ``test`` (and ``valid``, if given).
 
-    Both datasets carry integer labels in ``.targets``, with every class of ``class_names`` present in both.
+    The datasets carry integer labels in ``.targets``, with every class of ``class_names`` present in each.
+    The benchmark has ``train_stream`` and ``test_stream``, and ``valid_stream`` when ``valid`` is given.
     """
     n_classes = len(class_names)
-    for split, dataset in (("train", train), ("test", test)):
+    splits = {"train": train, "test": test} if valid is None else {"train": train, "valid": valid, "test": test}
+    for split, dataset in splits.items():
         present = set(int(t) for t in dataset.targets)
         absent = sorted(set(range(n_classes)) - present)
         if absent:
             raise StreamConfigError(
                 f"{name}: the {split} split has no images of classes {absent[:10]}"
                 f"{' ...' if len(absent) > 10 else ''} ({len(absent)} of {n_classes}); "
-                "every class must appear in both splits"
+                "every class must appear in every split"
             )
         if present - set(range(n_classes)):
             raise StreamConfigError(f"{name}: {split} labels outside 0..{n_classes - 1}")
     order = make_class_order(n_classes, class_order_seed, class_order)
     groups = split_classes(order, n_experiences)
     benchmark = class_incremental_benchmark(
-        {"train": train, "test": test}, class_order=order, num_classes_per_exp=[len(g) for g in groups]
+        dict(splits), class_order=order, num_classes_per_exp=[len(g) for g in groups]
     )
     record = dict(description or {})
     record.update(name=name, n_classes=n_classes, n_experiences=n_experiences,
                   class_order_seed=class_order_seed, class_order=order,
-                  experience_classes=groups, n_train=len(train), n_test=len(test))
+                  experience_classes=groups, **{f"n_{split}": len(data) for split, data in splits.items()})
     return TaskStream(name=name, benchmark=benchmark, class_names=list(class_names),
                       experience_classes=groups, description=record)
