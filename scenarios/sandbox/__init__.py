@@ -1,0 +1,1 @@
+"""The offline sandbox: a procedural world of captioned shapes, its styles and its downstream tasks."""
