@@ -85,7 +85,3 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
             self.matrix[row, task] = correct / total if total else np.nan
         log.info("after experience %d: %s", row + 1,
                  " ".join(f"{100 * a:.2f}" for a in self.matrix[row]))
-
-    def completed_rows(self) -> int:
-        return int((~np.isnan(self.matrix).any(axis=1)).sum())
-

@@ -30,6 +30,7 @@ from clprompt.methods.zeroshot import ZeroShot
 from clprompt.run import resolve_device, seed_everything
 from scenarios.sandbox.pretraining import CaptionedScenes
 from scenarios.sandbox.tasks import colour_shape_task, render_split
+from scenarios.sandbox.world import caption_matches
 
 log = logging.getLogger("clprompt.pretrain")
 
@@ -103,11 +104,12 @@ def save_checkpoint(model: torch.nn.Module, path: Path) -> str:
 def pretrain(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     seed_everything(cfg.seed)
-    torch.set_num_threads(cfg.threads) if cfg.threads else None
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.model.arch, pretrained=None, config=cfg.model.config)
     model = backbone.model.to(device).train().requires_grad_(True)
-    text = CLIPAdapter(model)
+    adapter = CLIPAdapter(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     corpus = CaptionedScenes(cfg.seed, cfg.steps, cfg.batch_size, cfg.model.config.vision_cfg.image_size,
                              tokenizer=backbone.tokenizer)
@@ -119,12 +121,12 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict:
     for step, (images, tokens, named, attributes) in enumerate(bar):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup_steps)
-        named, attributes = torch.as_tensor(named), torch.as_tensor(attributes)
-        positives = ((named[:, None, :] == -1) | (named[:, None, :] == attributes[None, :, :])).all(dim=2)
+        positives = torch.as_tensor(caption_matches(np.asarray(named), np.asarray(attributes)))
         tokens = tokens.to(device)
         with amp:
             image_features = F.normalize(model.encode_image(to_model_input(images).to(device)), dim=-1)
-            text_features = F.normalize(text.encode_token_embeddings(text.embed_tokens(tokens), text.eot_positions(tokens)), dim=-1)
+            text_features = F.normalize(adapter.encode_token_embeddings(adapter.embed_tokens(tokens),
+                                                                        adapter.eot_positions(tokens)), dim=-1)
             loss = label_aware_infonce(image_features.float(), text_features.float(), model.logit_scale.exp(),
                                        positives.to(device))
         if not torch.isfinite(loss):

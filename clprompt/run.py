@@ -83,9 +83,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=[matrix_plugin],
         optimizer_factory=optimizer_factory, precision=cfg.precision,
     )
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     header = {
-        "scenario": HydraConfig.get().runtime.choices.get("scenario") if HydraConfig.initialized() else None,
-        "method": HydraConfig.get().runtime.choices.get("method") if HydraConfig.initialized() else None,
+        "scenario": choices.get("scenario"),
+        "method": choices.get("method"),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed,
         "weights": backbone.identity,

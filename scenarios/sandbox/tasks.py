@@ -78,15 +78,9 @@ def render_split(task: SandboxTask, per_class: int, seed: int, image_size: int =
     """Images uint8 [C * per_class, S, S, 3] and labels, class-balanced, from one seed."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(task.class_names)), per_class)
-    fixed = {key: np.array([task.fixed[c].get(key, -1) for c in labels]) for key in ("colour", "shape", "pattern", "size")}
-    scenes = sample_scenes(rng, len(labels), image_size,
+    fixed = {key: [task.fixed[c].get(key, -1) for c in labels] for key in ("colour", "shape", "pattern", "size")}
+    scenes = sample_scenes(rng, len(labels), image_size, **fixed,
                            backgrounds=(2,) if task.style == "textured" else CLEAN_BACKGROUNDS)
-    for key, values in fixed.items():
-        chosen = values >= 0
-        getattr(scenes, key)[chosen] = values[chosen]
-    if (fixed["size"] >= 0).any():  # a fixed size needs a radius drawn for that size
-        resized = sample_scenes(rng, len(labels), image_size, size=np.where(fixed["size"] >= 0, fixed["size"], scenes.size))
-        scenes.radius, scenes.center, scenes.size = resized.radius, resized.center, resized.size
     images = apply_style(render(scenes, rng), task.style, rng)
     return images, labels
 

@@ -83,12 +83,17 @@ def sample_scenes(rng: np.random.Generator, n: int, image_size: int = 32,
                   colour: Optional[Sequence[int]] = None, shape: Optional[Sequence[int]] = None,
                   pattern: Optional[Sequence[int]] = None, size: Optional[Sequence[int]] = None,
                   backgrounds: Sequence[int] = CLEAN_BACKGROUNDS, exclude_held_out: bool = False) -> Scenes:
-    """Draw n scenes; an attribute given as a sequence of length n is fixed, else drawn uniformly.
+    """Draw n scenes. An attribute given as a length-n sequence is fixed where its entry is >= 0 and
+    drawn uniformly where it is -1; an attribute not given is drawn for every scene.
 
     exclude_held_out redraws colour-shape pairs in HELD_OUT (pretraining).
     """
     def draw(fixed, count):
-        return np.asarray(fixed, dtype=np.int64) if fixed is not None else rng.integers(0, count, n)
+        drawn = rng.integers(0, count, n)
+        if fixed is None:
+            return drawn
+        fixed = np.asarray(fixed, dtype=np.int64)
+        return np.where(fixed >= 0, fixed, drawn)
 
     colours, shapes = draw(colour, len(COLOURS)), draw(shape, len(SHAPES))
     if exclude_held_out:
