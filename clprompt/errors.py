@@ -15,3 +15,7 @@ class UnsupportedBackboneError(ClpromptError):
 
 class ConfigValueError(ClpromptError):
     """A config value is invalid; the message names the key."""
+
+
+class NonFiniteLossError(ClpromptError):
+    """The training loss became NaN or infinite."""

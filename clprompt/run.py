@@ -11,7 +11,6 @@ import platform
 import random
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import hydra
@@ -77,16 +76,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                    eval_transform=backbone.eval_transform)
     method = build(cfg, "method", backbone=backbone, class_names=stream.class_names)
     matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
-    optimizer_factory = partial(instantiate, cfg.train.optimizer) if "optimizer" in cfg.train else None
     strategy = PromptStrategy(
         method=method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=[matrix_plugin],
-        optimizer_factory=optimizer_factory, precision=cfg.precision,
+        optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
+        warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
     )
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     header = {
         "scenario": choices.get("scenario"),
         "method": choices.get("method"),
+        "loss": choices.get("loss"),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed,
         "weights": backbone.identity,

@@ -9,6 +9,7 @@ simply runs no epoch.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
@@ -17,7 +18,8 @@ import torch
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from clprompt.errors import ConfigValueError
+from clprompt.errors import ConfigValueError, NonFiniteLossError
+from clprompt.losses import CrossEntropy
 from clprompt.methods.base import PromptMethod
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,19 @@ class PromptStrategy(SupervisedTemplate):
     def __init__(self, *, method: PromptMethod, train_epochs: int = 1, train_mb_size: int = 32,
                  eval_mb_size: int = 256, device: torch.device = torch.device("cpu"),
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
+                 loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
                  precision: str = "auto"):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
         super().__init__(
-            model=method, optimizer=None, criterion=torch.nn.CrossEntropyLoss(),
+            model=method, optimizer=None, criterion=loss if loss is not None else CrossEntropy(),
             train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
             device=device, plugins=list(plugins) + list(method.plugins()),
             evaluator=evaluator, eval_every=-1,
         )
         self.optimizer_factory = optimizer_factory
+        self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
         self.amp_dtype = autocast_dtype(torch.device(device), precision)
 
     def make_optimizer(self, **kwargs):
@@ -60,10 +64,41 @@ class PromptStrategy(SupervisedTemplate):
         if self.optimizer_factory is None:
             raise ValueError("this method has trainable parameters but no optimizer was configured")
         self.optimizer = self.optimizer_factory(parameters)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
 
     def check_model_and_optimizer(self, **kwargs):
         self.model = self.model_adaptation()
         self.make_optimizer(**kwargs)
+
+    def _before_training_exp(self, **kwargs):
+        super()._before_training_exp(**kwargs)
+        # trained over the classes of the experience at hand
+        self.model.set_candidate_classes(self.experience.classes_in_this_experience)
+
+    def epoch_learning_rate(self, base_lr: float, epoch: int) -> float:
+        """CoOp's schedule: ``warmup_epochs`` at the constant ``warmup_lr``, then cosine over all epochs."""
+        if epoch < self.warmup_epochs:
+            return self.warmup_lr
+        return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, self.train_epochs)))
+
+    def _before_training_epoch(self, **kwargs):
+        epoch = self.clock.train_exp_epochs
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.epoch_learning_rate(group["base_lr"], epoch)
+        super()._before_training_epoch(**kwargs)
+
+    def criterion(self):
+        loss = self._criterion(self.mb_output, self.mb_y)
+        if self.is_training:
+            loss = loss + self.model.regularization(self.mb_output, self.mb_y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss is {loss.item()} in experience {self.experience.current_experience + 1}, "
+                    f"epoch {self.clock.train_exp_epochs + 1}: lower the learning rate (train.optimizer.lr) "
+                    "or use precision=fp32; the experiences already finished are in results.json"
+                )
+        return loss
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
         if self.optimizer is None:

@@ -53,6 +53,10 @@ class PromptMethod(torch.nn.Module):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def regularization(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Loss terms beyond the classification loss, from the last forward (none by default)."""
+        return logits.new_zeros(())
+
     def plugins(self) -> list:
         """Avalanche plugins this method brings to the strategy (none by default)."""
         return []
@@ -80,6 +84,7 @@ class PromptMethod(torch.nn.Module):
         if candidate_classes is not None:
             self.set_candidate_classes(candidate_classes)
         text = self.candidate_text_features()
+        self.last_text_features = text
         image = self.image_features(images)
         scores = self.clip.logit_scale * image @ text.to(image.dtype).t()
         logits = scores.new_full((images.shape[0], self.n_classes), float("-inf"))

@@ -1,0 +1,105 @@
+"""Text prompt tuning: a context part and a label part composed into each class's prompt.
+
+Every class gets a token layout ``[SOT] <context segments with the label in its place> [EOT]``; the
+frozen word embeddings of that layout are computed per call and the learned vectors (context, labels)
+are written into their positions, then the text tower runs from the embeddings. CoOp, LAMM, CLS
+tuning, full prompt tuning and CoOp+LAMM are configs of this one class (configs/method/).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clprompt.backbone import Backbone
+from clprompt.errors import ConfigValueError
+from clprompt.methods.base import PromptMethod
+
+
+class PromptTuning(PromptMethod):
+    """A PromptMethod whose class text features come from a context part and a label part.
+
+    alignment: LAMM's hierarchical loss terms (a ``LabelAlignmentLoss``) or None.
+    """
+
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], context, labels, alignment=None):
+        super().__init__(backbone, class_names)
+        self.context, self.labels, self.alignment = context, labels, alignment
+        self.name_tokens = [self.tokenizer.encode(name) for name in self.class_names]
+        context.bind(self.clip, self.tokenizer, self.n_classes)
+        labels.bind(self.clip, self.tokenizer, self.class_names)
+        self._build_layouts()
+        self.last_image_features: Optional[torch.Tensor] = None
+
+    def _build_layouts(self) -> None:
+        """Token ids, context / label positions and EOT position of every class's prompt."""
+        sot, eot = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
+        limit = self.clip.context_length
+        rows, context_positions, label_positions, eots = [], [], [], []
+        for c, name in enumerate(self.name_tokens):
+            tokens, ctx, label = [sot], [], []
+            for segment in self.context.segments():
+                if segment[0] == "words":
+                    tokens += list(segment[1])
+                elif segment[0] == "context":
+                    ctx.append(len(tokens))
+                    tokens.append(sot)  # a placeholder id; the learned vector overwrites its embedding
+                else:
+                    label = list(range(len(tokens), len(tokens) + len(name)))
+                    tokens += name
+            tokens.append(eot)
+            if len(tokens) > limit:
+                raise ConfigValueError(
+                    f"the prompt of class {self.class_names[c]!r} has {len(tokens)} tokens, more than the text "
+                    f"tower's context length {limit}: shorten the context (method.context.length) or the name"
+                )
+            eots.append(len(tokens) - 1)
+            rows.append(tokens + [0] * (limit - len(tokens)))
+            context_positions.append(ctx)
+            label_positions.append(label)
+        self.register_buffer("prompt_tokens", torch.tensor(rows), persistent=False)
+        self.register_buffer("eot_index", torch.tensor(eots), persistent=False)
+        self.register_buffer("context_index", torch.tensor(context_positions, dtype=torch.long).reshape(
+            self.n_classes, len(context_positions[0])), persistent=False)
+        self.label_index = label_positions
+
+    def prompt_embeddings(self, class_ids: Sequence[int], learned_labels: bool = True) -> torch.Tensor:
+        """[C, L, width]: word embeddings of the classes' prompts with the learned vectors in place."""
+        ids = torch.as_tensor(list(class_ids), device=self.prompt_tokens.device)
+        with torch.no_grad():
+            embeddings = self.clip.embed_tokens(self.prompt_tokens[ids]).float()
+        context = self.context.vectors(class_ids)
+        if context is not None:
+            rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(self.context_index[ids])
+            embeddings = embeddings.index_put((rows, self.context_index[ids]), context.to(embeddings.dtype))
+        labels = self.labels.vectors(class_ids) if learned_labels else None
+        if labels is not None and any(v is not None for v in labels):
+            rows, cols, values = [], [], []
+            for row, (c, vectors) in enumerate(zip(class_ids, labels)):
+                if vectors is not None:
+                    positions = self.label_index[int(c)][: vectors.shape[0]]
+                    rows += [row] * len(positions)
+                    cols += positions
+                    values.append(vectors)
+            index = (torch.tensor(rows, device=ids.device), torch.tensor(cols, device=ids.device))
+            embeddings = embeddings.index_put(index, torch.cat(values).to(embeddings.dtype))
+        return embeddings
+
+    def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True) -> torch.Tensor:
+        class_ids = list(class_ids)
+        embeddings = self.prompt_embeddings(class_ids, learned_labels)
+        eot = self.eot_index[torch.as_tensor(class_ids, device=self.eot_index.device)]
+        return F.normalize(self.clip.encode_token_embeddings(embeddings, eot), dim=-1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        features = super().image_features(images)
+        self.last_image_features = features
+        return features
+
+    def regularization(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """LAMM's alignment terms when configured, else 0."""
+        if self.alignment is None:
+            return super().regularization(logits, targets)
+        return self.alignment(self, logits, targets)

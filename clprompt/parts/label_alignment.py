@@ -1,0 +1,46 @@
+"""LAMM's hierarchical loss terms, added to the classification loss of a method with learned labels.
+
+L = wc_weight * L_WC + cos_weight * L_COS + kd_weight * L_KD, where
+- L_WC (parameter space): sum of squared differences between the trainable label embeddings and their
+  initial values (the names' word embeddings). LAMM weights it by 1 / shots: set wc_weight accordingly.
+- L_COS (feature space): mean over the batch of 1 - cos(f_t(learned label of y), f_t(name of y)),
+  the name side detached.
+- L_KD (logit space): KL(p_names || p_learned) at temperature T, times T^2, over the candidate classes.
+  clprompt takes the zero-shot (names) distribution as the teacher; LAMM's reference code uses the
+  learned distribution as the target instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class LabelAlignmentLoss(torch.nn.Module):
+    def __init__(self, wc_weight: float = 1.0, cos_weight: float = 1.0, kd_weight: float = 0.05,
+                 kd_temperature: float = 2.0):
+        super().__init__()
+        self.wc_weight, self.cos_weight = wc_weight, cos_weight
+        self.kd_weight, self.kd_temperature = kd_weight, kd_temperature
+
+    def weight_consolidation(self, method) -> torch.Tensor:
+        terms = [(parameter - method.labels.initial_vectors(int(c)).detach()).pow(2).sum()
+                 for c, parameter in method.labels.embeddings.items() if parameter.requires_grad]
+        return torch.stack(terms).sum() if terms else torch.zeros((), device=method.device)
+
+    def forward(self, method, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        candidates = method.candidate_classes
+        learned = method.last_text_features
+        with torch.no_grad():
+            names = method.class_text_features(candidates, learned_labels=False)
+        position = {c: i for i, c in enumerate(candidates)}
+        rows = torch.tensor([position[int(y)] for y in targets], device=learned.device)
+        loss_cos = (1 - (learned[rows] * names[rows]).sum(dim=1)).mean()
+        image = method.last_image_features.float()
+        scale = method.clip.logit_scale
+        student = scale * image @ learned.t() / self.kd_temperature
+        teacher = scale * image @ names.t() / self.kd_temperature
+        loss_kd = F.kl_div(F.log_softmax(student, dim=1), F.log_softmax(teacher, dim=1), log_target=True,
+                           reduction="batchmean") * self.kd_temperature ** 2
+        return (self.wc_weight * self.weight_consolidation(method) + self.cos_weight * loss_cos
+                + self.kd_weight * loss_kd)

@@ -1,0 +1,228 @@
+"""Text prompt tuning (CoOp, LAMM, CLS tuning, full prompt tuning, CoOp+LAMM) and the GCE loss."""
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from clprompt.errors import ConfigValueError
+from clprompt.losses import CrossEntropy, GeneralizedCrossEntropy
+from clprompt.methods.prompt_tuning import PromptTuning
+from clprompt.methods.zeroshot import ZeroShot
+from clprompt.parts.context import LearnedContext, TemplateContext
+from clprompt.parts.labels import LearnedLabels, NameLabels
+from clprompt.run import run
+from helpers import compose_config
+
+NAMES = ["red", "green", "golden retriever", "aquarium fish", "t-shirt", "blue"]
+
+
+def images(n=6, seed=0):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def method_from_config(name, backbone, class_names=NAMES):
+    return instantiate(compose_config([f"method={name}", "model=tiny"]).method, backbone=backbone,
+                       class_names=class_names)
+
+
+def test_coop_initialised_from_words_equals_zeroshot(tiny_backbone):
+    coop = PromptTuning(tiny_backbone, NAMES, LearnedContext(init_words="a photo of a"), NameLabels()).eval()
+    zeroshot = ZeroShot(tiny_backbone, NAMES, templates="a photo of a {}.").eval()
+    assert coop.context.length == 4
+    with torch.no_grad():
+        torch.testing.assert_close(coop(images()), zeroshot(images()), atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_tokens_are_the_tokenizers_own(tiny_backbone):
+    method = PromptTuning(tiny_backbone, NAMES, TemplateContext("a photo of a {}."), NameLabels())
+    expected = tiny_backbone.tokenizer([f"a photo of a {n}." for n in NAMES])
+    assert torch.equal(method.prompt_tokens, expected)
+
+
+def test_lamm_before_training_equals_zeroshot(tiny_backbone):
+    lamm = method_from_config("lamm", tiny_backbone).eval()
+    lamm.labels.add_classes(range(len(NAMES)))
+    zeroshot = ZeroShot(tiny_backbone, NAMES).eval()
+    with torch.no_grad():
+        assert torch.equal(lamm(images()), zeroshot(images())) or torch.allclose(lamm(images()), zeroshot(images()), atol=1e-6)
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_context_positions_and_class_specific_contexts(tiny_backbone, position):
+    context = LearnedContext(length=4, class_specific=True, position=position)
+    method = PromptTuning(tiny_backbone, NAMES, context, NameLabels())
+    assert context.context.shape[:2] == (len(NAMES), 4)
+    tokens = method.prompt_tokens[2]  # "golden retriever": 2 name tokens
+    name = tiny_backbone.tokenizer.encode("golden retriever")
+    start = {"end": 5, "middle": 3, "front": 1}[position]
+    assert tokens[start:start + 2].tolist() == name
+    features = method.class_text_features([0, 2])
+    features.sum().backward()
+    assert context.context.grad[[0, 2]].abs().sum() > 0 and context.context.grad[[1, 3, 4, 5]].abs().sum() == 0
+
+
+def test_a_prompt_longer_than_the_text_tower_is_refused(tiny_backbone):
+    with pytest.raises(ConfigValueError, match="context length"):
+        PromptTuning(tiny_backbone, NAMES, LearnedContext(length=80), NameLabels())
+
+
+@pytest.mark.parametrize("name, trainable", [
+    ("coop", {"context.context"}),
+    ("lamm", {"labels.embeddings.0", "labels.embeddings.1"}),
+    ("cls_tuning", {"labels.embeddings.0", "labels.embeddings.1"}),
+    ("full_prompt_tuning", {"context.context", "labels.embeddings.0", "labels.embeddings.1"}),
+    ("coop_lamm", {"context.context", "labels.embeddings.0", "labels.embeddings.1"}),
+])
+def test_only_the_methods_parameters_train(tiny_backbone, name, trainable):
+    method = method_from_config(name, tiny_backbone).train()
+    method.adaptation = None
+    for module in method.modules():
+        if isinstance(module, LearnedLabels):
+            module.adaptation(SimpleNamespace(classes_in_this_experience=[0, 1]))
+    assert {n for n, p in method.named_parameters() if p.requires_grad} == trainable
+
+
+def test_new_experience_freezes_the_labels_of_the_old_one(tiny_backbone):
+    labels = method_from_config("lamm", tiny_backbone).train().labels
+    labels.adaptation(SimpleNamespace(classes_in_this_experience=[0, 1]))
+    labels.adaptation(SimpleNamespace(classes_in_this_experience=[2, 3]))
+    assert {c: p.requires_grad for c, p in labels.embeddings.items()} == {"0": False, "1": False, "2": True, "3": True}
+    labels.eval()
+    labels.adaptation(SimpleNamespace(classes_in_this_experience=[4, 5]))  # evaluation never grows
+    assert set(labels.embeddings) == {"0", "1", "2", "3"}
+
+
+def test_gce_value_and_gradient_match_the_closed_form():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], requires_grad=True)
+    targets = torch.tensor([0, 2])
+    q = 0.7
+    loss = GeneralizedCrossEntropy(q)(logits, targets)
+    p = torch.softmax(logits.detach(), 1)[[0, 1], targets]
+    assert loss.item() == pytest.approx(((1 - p ** q) / q).mean().item(), rel=1e-6)
+    loss.backward()
+    # d/dz (1 - p^q)/q = -p^(q-1) * dp/dz, dp_y/dz_k = p_y (1[k=y] - p_k); averaged over the batch
+    probs = torch.softmax(logits.detach(), 1)
+    onehot = torch.nn.functional.one_hot(targets, 3).float()
+    expected = -(p ** q)[:, None] * (onehot - probs) / 2
+    torch.testing.assert_close(logits.grad, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_gce_approaches_cross_entropy_as_q_goes_to_zero():
+    logits, targets = torch.randn(8, 5, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 5
+    ce = CrossEntropy()(logits, targets).item()
+    assert GeneralizedCrossEntropy(1e-4)(logits, targets).item() == pytest.approx(ce, rel=1e-3)
+    with pytest.raises(ConfigValueError, match="loss.q"):
+        GeneralizedCrossEntropy(0)
+
+
+def state_digest(model):
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("name", ["coop", "lamm", "cls_tuning", "full_prompt_tuning", "coop_lamm"])
+def test_methods_train_in_a_stream_and_the_backbone_stays_bit_identical(tmp_path, name, monkeypatch):
+    cfg = compose_config([f"method={name}", "scenario=tiny_colors", "model=tiny", "progress=false",
+                          "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.05"])
+    losses = []
+    from clprompt.strategy import PromptStrategy
+
+    original = PromptStrategy.criterion
+
+    def record(self):
+        loss = original(self)
+        if self.is_training:
+            losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(PromptStrategy, "criterion", record)
+    backbone = instantiate(cfg.model)
+    before = state_digest(backbone.model)
+    monkeypatch.setattr("clprompt.run.build", _build_with(backbone))
+    results = run(cfg, tmp_path)
+    assert state_digest(backbone.model) == before
+    assert results["status"] == "complete" and np.array(results["accuracy_matrix"]).shape == (3, 3)
+    assert losses and all(np.isfinite(losses))
+
+
+def _build_with(backbone):
+    from clprompt import run as run_module
+
+    original = run_module.instantiate
+
+    def build(cfg, kind, **kwargs):
+        return backbone if kind == "model" else original(cfg[kind], **kwargs)
+
+    return build
+
+
+def test_lamm_keeps_old_classes_text_features_fixed_across_experiences(tmp_path):
+    cfg = compose_config(["method=lamm", "scenario=tiny_colors", "model=tiny", "progress=false",
+                          "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.5"])
+    from clprompt import strategy as strategy_module
+
+    snapshots = []
+    original = strategy_module.PromptStrategy._after_training_exp
+
+    def snapshot(self, **kwargs):
+        with torch.no_grad():
+            snapshots.append(self.model.class_text_features([0, 1]).clone())
+        return original(self, **kwargs)
+
+    strategy_module.PromptStrategy._after_training_exp = snapshot
+    try:
+        run(cfg, tmp_path)
+    finally:
+        strategy_module.PromptStrategy._after_training_exp = original
+    assert len(snapshots) == 3
+    assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])
+
+
+def test_loss_falls_on_a_learnable_task():
+    """The mini-CLIP on hue-shifted sandbox images: the learned context reads the shifted colours."""
+    from clprompt.pretrain import to_model_input
+    from scenarios.sandbox.tasks import TASKS, render_split
+
+    torch.manual_seed(0)
+    backbone = instantiate(compose_config(["model=miniclip"]).model)
+    task = TASKS["shapes_palette"]()
+    images_, labels = render_split(task, per_class=2, seed=4)
+    keep = labels < 20
+    x, y = to_model_input(images_[keep]), torch.as_tensor(labels[keep])
+    method = PromptTuning(backbone, task.class_names[:20], LearnedContext(length=4, init_words="a photo of a"),
+                          NameLabels()).train()
+    optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(25):
+        loss = CrossEntropy()(method(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_nan_loss_stops_the_run_and_keeps_finished_experiences(tmp_path, monkeypatch):
+    cfg = compose_config(["method=coop", "scenario=tiny_colors", "model=tiny", "progress=false",
+                          "train.epochs=1", "train.warmup_epochs=0"])
+    calls = {"n": 0}
+    clean = CrossEntropy.forward
+
+    def poisoned(self, logits, targets):
+        calls["n"] += 1
+        return clean(self, logits, targets) * (float("nan") if calls["n"] > 1 else 1.0)
+
+    monkeypatch.setattr(CrossEntropy, "forward", poisoned)
+    from clprompt.errors import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
+        run(cfg, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"].startswith("failed: NonFiniteLossError")
