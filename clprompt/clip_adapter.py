@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from open_clip.transformer import VisionTransformer
 
 from clprompt.errors import UnsupportedBackboneError
 
@@ -73,3 +74,42 @@ class CLIPAdapter(torch.nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Normalized image features. images: [B, 3, H, W] -> [B, embed_dim]."""
         return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    def require_vit(self, what: str) -> None:
+        if not isinstance(self.clip.visual, VisionTransformer):
+            raise UnsupportedBackboneError(
+                f"{what} needs a ViT image tower, but this backbone's is a {type(self.clip.visual).__name__} "
+                "(a ResNet): choose a ViT model, e.g. model=vit_b16, model=vit_b32 or model=miniclip"
+            )
+
+    @property
+    def image_width(self) -> int:
+        return int(self.clip.visual.transformer.width)
+
+    @property
+    def image_layers(self) -> int:
+        return len(self.clip.visual.transformer.resblocks)
+
+    def encode_image_with_prompts(self, images: torch.Tensor, layer_prompts) -> torch.Tensor:
+        """Normalized image features with visual prompt tokens. images: [B, 3, H, W] -> [B, embed_dim].
+
+        layer_prompts[i]: [P, width] tokens appended to the input of block i (after ln_pre for block 0),
+        replacing the prompt outputs of the block before (VPT deep); None keeps the previous prompts'
+        outputs (VPT shallow gives only block 0). Prompt outputs are dropped before pooling.
+        """
+        self.require_vit("visual prompting")
+        visual = self.clip.visual
+        x = visual._embeds(images)
+        n_tokens = x.shape[1]
+        if not visual.transformer.batch_first:
+            raise UnsupportedBackboneError("visual prompting expects open_clip's batch-first transformer")
+        for index, block in enumerate(visual.transformer.resblocks):
+            prompts = layer_prompts[index] if index < len(layer_prompts) else None
+            if prompts is not None:
+                prompts = prompts.to(x.dtype)[None].expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :n_tokens], prompts], dim=1)
+            x = block(x)
+        pooled, _ = visual._pool(x[:, :n_tokens])
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return F.normalize(pooled, dim=-1)

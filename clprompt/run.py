@@ -58,6 +58,25 @@ def build(cfg: DictConfig, kind: str, **kwargs):
         raise
 
 
+def tensor_bytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def save_adapted_state(method, run_dir: Path, experience: int) -> int:
+    """Save what the method learned up to this experience on its own (not the backbone); returns its size
+    in bytes (0 when nothing is learned, and nothing is written)."""
+    state = method.adapted_state_dict()
+    if not state:
+        return 0
+    folder = run_dir / "adapted_state"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({name: tensor.detach().cpu() for name, tensor in state.items()}, folder / f"experience_{experience + 1}.pt")
+    size = tensor_bytes(state)
+    log.info("experience %d: adapted state %d bytes (backbone %d)", experience + 1, size,
+             tensor_bytes(method.clip.clip.state_dict()))
+    return size
+
+
 def versions() -> dict:
     import avalanche
     import open_clip
@@ -101,18 +120,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
              len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")
     status = "running"
+    storage = {"backbone_bytes": tensor_bytes(backbone.model.state_dict()), "adapted_state_bytes": []}
     try:
         for experience in stream.benchmark.train_stream:
             strategy.train(experience, **loader_args)
+            storage["adapted_state_bytes"].append(save_adapted_state(method, run_dir, experience.current_experience))
             strategy.eval(stream.benchmark.test_stream, **loader_args)
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
-            recorder.write(matrix_plugin.matrix, status, time.time() - started)
+            recorder.write(matrix_plugin.matrix, status, time.time() - started, {"storage": storage})
         status = "complete"
     except BaseException as error:
         status = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        results = recorder.write(matrix_plugin.matrix, status, time.time() - started)
+        results = recorder.write(matrix_plugin.matrix, status, time.time() - started, {"storage": storage})
         recorder.finish(matrix_plugin.matrix)
     print(format_summary(matrix_plugin.matrix))
     print(f"results in {run_dir}")

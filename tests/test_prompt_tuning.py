@@ -48,8 +48,8 @@ def test_lamm_before_training_equals_zeroshot(tiny_backbone):
     lamm = method_from_config("lamm", tiny_backbone).eval()
     lamm.labels.add_classes(range(len(NAMES)))
     zeroshot = ZeroShot(tiny_backbone, NAMES).eval()
-    with torch.no_grad():
-        assert torch.equal(lamm(images()), zeroshot(images())) or torch.allclose(lamm(images()), zeroshot(images()), atol=1e-6)
+    with torch.no_grad():  # equal up to fp32 rounding (zero-shot renormalises its template mean)
+        torch.testing.assert_close(lamm(images()), zeroshot(images()), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
@@ -127,7 +127,7 @@ def state_digest(model):
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("name", ["coop", "lamm", "cls_tuning", "full_prompt_tuning", "coop_lamm"])
+@pytest.mark.parametrize("name", ["coop", "lamm", "cls_tuning", "full_prompt_tuning", "coop_lamm", "vpt_shallow", "vpt_deep"])
 def test_methods_train_in_a_stream_and_the_backbone_stays_bit_identical(tmp_path, name, monkeypatch):
     cfg = compose_config([f"method={name}", "scenario=tiny_colors", "model=tiny", "progress=false",
                           "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.05"])

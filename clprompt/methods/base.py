@@ -57,6 +57,10 @@ class PromptMethod(torch.nn.Module):
         """Loss terms beyond the classification loss, from the last forward (none by default)."""
         return logits.new_zeros(())
 
+    def adapted_state_dict(self) -> dict:
+        """What defines the adapted model beyond the frozen backbone (prompts, labels, heads)."""
+        return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith("clip.")}
+
     def plugins(self) -> list:
         """Avalanche plugins this method brings to the strategy (none by default)."""
         return []

@@ -21,17 +21,22 @@ from clprompt.methods.base import PromptMethod
 class PromptTuning(PromptMethod):
     """A PromptMethod whose class text features come from a context part and a label part.
 
+    visual: visual prompts (a ``VisualPrompts``) or None for the frozen image tower.
     alignment: LAMM's hierarchical loss terms (a ``LabelAlignmentLoss``) or None.
     """
 
-    def __init__(self, backbone: Backbone, class_names: Sequence[str], context, labels, alignment=None):
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], context, labels, visual=None,
+                 alignment=None):
         super().__init__(backbone, class_names)
-        self.context, self.labels, self.alignment = context, labels, alignment
+        self.context, self.labels, self.visual, self.alignment = context, labels, visual, alignment
+        if visual is not None:
+            visual.bind(self.clip)
         self.name_tokens = [self.tokenizer.encode(name) for name in self.class_names]
         context.bind(self.clip, self.tokenizer, self.n_classes)
         labels.bind(self.clip, self.tokenizer, self.class_names)
         self._build_layouts()
         self.last_image_features: Optional[torch.Tensor] = None
+        self._frozen_text_cache: dict = {}
 
     def _build_layouts(self) -> None:
         """Token ids, context / label positions and EOT position of every class's prompt."""
@@ -93,8 +98,25 @@ class PromptTuning(PromptMethod):
         eot = self.eot_index[torch.as_tensor(class_ids, device=self.eot_index.device)]
         return F.normalize(self.clip.encode_token_embeddings(embeddings, eot), dim=-1)
 
+    def text_is_trained(self) -> bool:
+        return any(p.requires_grad for part in (self.context, self.labels) for p in part.parameters())
+
+    def candidate_text_features(self) -> torch.Tensor:
+        if self.text_is_trained() or not self.training:
+            return super().candidate_text_features()
+        # Training only visual parts: the frozen text side is computed once per class set (kept apart
+        # from the evaluation cache, whose tensors come from inference mode).
+        key = tuple(self.candidate_classes)
+        if key not in self._frozen_text_cache:
+            with torch.no_grad():
+                self._frozen_text_cache[key] = self.class_text_features(key)
+        return self._frozen_text_cache[key]
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        features = super().image_features(images)
+        if self.visual is None:
+            features = super().image_features(images)
+        else:
+            features = self.clip.encode_image_with_prompts(images, self.visual.layer_prompts())
         self.last_image_features = features
         return features
 
