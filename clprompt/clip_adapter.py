@@ -48,18 +48,32 @@ class CLIPAdapter(torch.nn.Module):
         """Word embeddings of token ids. tokens: [N, L] -> [N, L, width]."""
         return self.clip.token_embedding(tokens)
 
-    def encode_token_embeddings(self, embeddings: torch.Tensor, eot_positions: torch.Tensor) -> torch.Tensor:
+    def encode_token_embeddings(self, embeddings: torch.Tensor, eot_positions: torch.Tensor,
+                                deep_prompts=None, prompt_positions: torch.Tensor = None) -> torch.Tensor:
         """Text features from word embeddings, not normalized. embeddings: [N, L, width] -> [N, embed_dim].
 
         The tower is causal and pools at EOT, so positions after the last EOT of the batch never reach an
         output: the sequence is cut there, which gives the same features as the full 77 tokens.
+        deep_prompts[i] ([P, width], i >= 1) replaces the hidden states at ``prompt_positions`` ([N, P])
+        before block i (MaPLe's deep text prompts); None entries leave them as they are.
         """
         clip = self.clip
         cast_dtype = clip.transformer.get_cast_dtype()
         length = int(eot_positions.max()) + 1
         x = embeddings[:, :length].to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
         mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
-        x = clip.transformer(x, attn_mask=mask)
+        if deep_prompts is None:
+            x = clip.transformer(x, attn_mask=mask)
+        else:
+            if not clip.transformer.batch_first:
+                raise UnsupportedBackboneError("deep text prompts expect open_clip's batch-first transformer")
+            rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(prompt_positions)
+            for index, block in enumerate(clip.transformer.resblocks):
+                prompts = deep_prompts[index] if 0 < index < len(deep_prompts) else None
+                if prompts is not None:
+                    values = prompts.to(x.dtype)[None].expand(x.shape[0], -1, -1)
+                    x = x.index_put((rows, prompt_positions), values)
+                x = block(x, attn_mask=mask)
         x = clip.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_positions]
         if clip.text_projection is not None:

@@ -127,10 +127,16 @@ def state_digest(model):
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("name", ["coop", "lamm", "cls_tuning", "full_prompt_tuning", "coop_lamm", "vpt_shallow", "vpt_deep"])
+ALL_TRAINED = ["coop", "cocoop", "vpt_shallow", "vpt_deep", "maple", "lamm", "coop_lamm", "maple_lamm",
+               "cls_tuning", "full_prompt_tuning", "linear_probe", "tenc_ft"]
+
+
+@pytest.mark.parametrize("name", ALL_TRAINED)
 def test_methods_train_in_a_stream_and_the_backbone_stays_bit_identical(tmp_path, name, monkeypatch):
+    depth = ["method.depth=2"] if name.startswith("maple") else []  # the tiny towers have 2 blocks
     cfg = compose_config([f"method={name}", "scenario=tiny_colors", "model=tiny", "progress=false",
-                          "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.05"])
+                          "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.05",
+                          "train.batch_size=8", *depth])
     losses = []
     from clprompt.strategy import PromptStrategy
 

@@ -70,12 +70,18 @@ class PromptTuning(PromptMethod):
             self.n_classes, len(context_positions[0])), persistent=False)
         self.label_index = label_positions
 
-    def prompt_embeddings(self, class_ids: Sequence[int], learned_labels: bool = True) -> torch.Tensor:
-        """[C, L, width]: word embeddings of the classes' prompts with the learned vectors in place."""
+    def prompt_embeddings(self, class_ids: Sequence[int], learned_labels: bool = True,
+                          context_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[C, L, width]: word embeddings of the classes' prompts with the learned vectors in place.
+
+        context_shift: [width] added to every context vector (CoCoOp's image-conditioned bias).
+        """
         ids = torch.as_tensor(list(class_ids), device=self.prompt_tokens.device)
         with torch.no_grad():
             embeddings = self.clip.embed_tokens(self.prompt_tokens[ids]).float()
         context = self.context.vectors(class_ids)
+        if context is not None and context_shift is not None:
+            context = context + context_shift
         if context is not None:
             rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(self.context_index[ids])
             embeddings = embeddings.index_put((rows, self.context_index[ids]), context.to(embeddings.dtype))
@@ -92,9 +98,10 @@ class PromptTuning(PromptMethod):
             embeddings = embeddings.index_put(index, torch.cat(values).to(embeddings.dtype))
         return embeddings
 
-    def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True) -> torch.Tensor:
+    def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True,
+                            context_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
         class_ids = list(class_ids)
-        embeddings = self.prompt_embeddings(class_ids, learned_labels)
+        embeddings = self.prompt_embeddings(class_ids, learned_labels, context_shift)
         eot = self.eot_index[torch.as_tensor(class_ids, device=self.eot_index.device)]
         return F.normalize(self.clip.encode_token_embeddings(embeddings, eot), dim=-1)
 

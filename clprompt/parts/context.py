@@ -50,10 +50,11 @@ class LearnedContext(torch.nn.Module):
 
     class_specific: one context per class (CSC) instead of one shared by all classes.
     position: where the label goes: 'end' ([ctx] label .), 'middle' (half, label, half), 'front'.
+    words_after: frozen words between the context and the label ('end' only; MaPLe: "of a").
     """
 
     def __init__(self, length: int = 16, init_words: Optional[str] = None, class_specific: bool = False,
-                 position: str = "end", suffix: str = "."):
+                 position: str = "end", suffix: str = ".", words_after: str = ""):
         super().__init__()
         if position not in ("end", "middle", "front"):
             raise ConfigValueError(f"context.position={position!r}; choose end, middle or front")
@@ -61,6 +62,7 @@ class LearnedContext(torch.nn.Module):
             raise ConfigValueError(f"context.length={length}: a learned context needs at least one vector")
         self.requested_length, self.init_words = length, init_words
         self.class_specific, self.position, self.suffix = class_specific, position, suffix
+        self.words_after = words_after
 
     def bind(self, clip, tokenizer, n_classes: int) -> None:
         """Create the vectors (needs the backbone's word embeddings and the class count)."""
@@ -81,7 +83,8 @@ class LearnedContext(torch.nn.Module):
         slots = [("context", k) for k in range(self.length)]
         tail = [("words", self.tokenizer.encode(self.suffix))] if self.suffix.strip() else []
         if self.position == "end":
-            return slots + [("label",)] + tail
+            middle = [("words", self.tokenizer.encode(self.words_after))] if self.words_after.strip() else []
+            return slots + middle + [("label",)] + tail
         if self.position == "front":
             return [("label",)] + slots + tail
         half = self.length // 2

@@ -1,0 +1,61 @@
+"""MaPLe (Khattak et al. 2023): deep text prompts coupled to deep visual prompts.
+
+Text: the shared context (2 tokens, from "a photo") feeds block 0; blocks 1..depth-1 each get their own
+learned tokens, N(0, 0.02), replacing the previous block's prompt outputs. Vision: for each of those
+blocks, visual prompts = Linear_i(text prompts of block i) (the coupling functions), replacing the
+previous block's, as in VPT deep. Trains the text prompts and the coupling maps.
+
+The reference replaces "a photo" of "a photo of a {c}." by the two tokens, so the real input is
+"[p1][p2] of a {c}."; clprompt does the same (configs/method/maple.yaml: init_words "a photo",
+words_after "of a"), and tests it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clprompt.backbone import Backbone
+from clprompt.errors import ConfigValueError
+from clprompt.methods.prompt_tuning import PromptTuning
+from clprompt.parts.context import LearnedContext
+from clprompt.parts.labels import NameLabels
+
+
+class MaPLe(PromptTuning):
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], context: LearnedContext,
+                 labels=None, depth: int = 9, alignment=None):
+        if context.class_specific:
+            raise ConfigValueError("MaPLe couples one shared context to the image tower: class_specific must be false")
+        super().__init__(backbone, class_names, context, labels if labels is not None else NameLabels(),
+                         alignment=alignment)
+        self.clip.require_vit("MaPLe")
+        text_layers = len(self.clip.clip.transformer.resblocks)
+        if not 1 <= depth <= min(text_layers, self.clip.image_layers):
+            raise ConfigValueError(f"method.depth={depth}: between 1 and {min(text_layers, self.clip.image_layers)} "
+                                   "(the blocks of the smaller tower)")
+        text_width = self.clip.clip.token_embedding.weight.shape[1]
+        self.depth = depth
+        self.deep_text = torch.nn.Parameter(torch.randn(depth - 1, context.length, text_width) * 0.02)
+        self.coupling = torch.nn.ModuleList(torch.nn.Linear(text_width, self.clip.image_width) for _ in range(depth))
+
+    def text_prompts(self) -> list[torch.Tensor]:
+        """The text prompts of blocks 0..depth-1: [context.length, text width] each."""
+        return [self.context.context] + list(self.deep_text)
+
+    def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True,
+                            context_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+        class_ids = list(class_ids)
+        ids = torch.as_tensor(class_ids, device=self.eot_index.device)
+        embeddings = self.prompt_embeddings(class_ids, learned_labels)
+        features = self.clip.encode_token_embeddings(embeddings, self.eot_index[ids], deep_prompts=[None] + list(self.deep_text),
+                                                     prompt_positions=self.context_index[ids])
+        return F.normalize(features, dim=-1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        visual = [coupling(prompts) for coupling, prompts in zip(self.coupling, self.text_prompts())]
+        features = self.clip.encode_image_with_prompts(images, visual)
+        self.last_image_features = features
+        return features

@@ -1,0 +1,117 @@
+"""MaPLe, CoCoOp, the linear probe and TEnc-FT: correctness against hand-built computations."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from clprompt.backbone import load_backbone
+from clprompt.errors import ConfigValueError, UnsupportedBackboneError
+from clprompt.methods.cocoop import CoCoOp
+from clprompt.methods.linear_probe import LinearProbe
+from clprompt.methods.maple import MaPLe
+from clprompt.methods.zeroshot import ZeroShot
+from clprompt.parts.context import LearnedContext
+from helpers import compose_config
+
+NAMES = ["red", "green", "golden retriever", "blue"]
+
+
+def images(n=3):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def maple_context():
+    return LearnedContext(length=2, init_words="a photo", words_after="of a")
+
+
+def test_maple_prompt_is_the_references_two_tokens_then_of_a(tiny_backbone):
+    method = MaPLe(tiny_backbone, NAMES, maple_context(), depth=1)
+    tokenizer = tiny_backbone.tokenizer
+    expected = tokenizer(["a photo of a red."])[0]
+    assert method.prompt_tokens[0, 3:7].tolist() == expected[3:7].tolist()  # "of a red ."
+    assert method.context_index[0].tolist() == [1, 2]
+    with torch.no_grad():  # before training, the context holds the words "a photo": zero-shot's text
+        zeroshot = ZeroShot(tiny_backbone, NAMES).class_text_features(range(4))
+        torch.testing.assert_close(method.class_text_features(range(4)), zeroshot, atol=1e-5, rtol=1e-5)
+
+
+def test_maple_depth_1_equals_a_hand_built_computation(tiny_backbone):
+    torch.manual_seed(0)
+    method = MaPLe(tiny_backbone, NAMES, maple_context(), depth=1).eval()
+    torch.nn.init.normal_(method.context.context, std=0.1)
+    clip = tiny_backbone.model
+    with torch.no_grad():
+        # text: the full 77-token forward of open_clip with the two context embeddings written in
+        tokens = method.prompt_tokens
+        x = clip.token_embedding(tokens).clone()
+        x[:, 1:3] = method.context.context
+        x = clip.transformer(x + clip.positional_embedding, attn_mask=clip.attn_mask)
+        x = clip.ln_final(x)[torch.arange(len(NAMES)), tokens.argmax(dim=-1)] @ clip.text_projection
+        text = F.normalize(x, dim=-1)
+        # image: VPT shallow with the coupled prompts, by hand
+        visual = clip.visual
+        v = visual._embeds(images())
+        prompts = method.coupling[0](method.context.context)[None].expand(v.shape[0], -1, -1)
+        v = visual.transformer(torch.cat([v, prompts], dim=1))[:, : v.shape[1]]
+        image = F.normalize(visual._pool(v)[0] @ visual.proj, dim=-1)
+        expected = clip.logit_scale.exp() * image @ text.t()
+        torch.testing.assert_close(method(images()), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_maple_trains_text_prompts_and_coupling_only(tiny_backbone):
+    method = MaPLe(tiny_backbone, NAMES, maple_context(), depth=2).train()
+    trainable = {n.split(".")[0] for n, p in method.named_parameters() if p.requires_grad}
+    assert trainable == {"context", "deep_text", "coupling"}
+    method(images(), candidate_classes=[0, 1]).logsumexp(1).sum().backward()
+    assert method.deep_text.grad.abs().sum() > 0 and method.coupling[1].weight.grad.abs().sum() > 0
+
+
+def test_maple_refuses_resnets_and_too_deep_prompts(tiny_backbone):
+    with pytest.raises(ConfigValueError, match="method.depth=9"):
+        MaPLe(tiny_backbone, NAMES, maple_context(), depth=9)
+    rn50 = load_backbone("RN50", pretrained=None)
+    with pytest.raises(UnsupportedBackboneError, match="MaPLe needs a ViT"):
+        MaPLe(rn50, NAMES, maple_context(), depth=1)
+
+
+def test_cocoop_with_a_silent_meta_net_is_coop(tiny_backbone):
+    method = CoCoOp(tiny_backbone, NAMES, LearnedContext(length=4, init_words="a photo of a")).eval()
+    for layer in method.meta_net:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+    with torch.no_grad():
+        expected = ZeroShot(tiny_backbone, NAMES).eval()(images())
+        torch.testing.assert_close(method(images()), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cocoop_text_features_depend_on_the_image(tiny_backbone):
+    method = CoCoOp(tiny_backbone, NAMES, LearnedContext(length=4, init_words="a photo of a")).train()
+    logits = method(images(2), candidate_classes=[0, 1, 2, 3])
+    logits.logsumexp(1).sum().backward()
+    assert method.meta_net[0].weight.grad.abs().sum() > 0 and method.context.context.grad.abs().sum() > 0
+
+
+def test_linear_probe_from_text_starts_as_zeroshot_and_grows_per_experience(tiny_backbone):
+    probe = LinearProbe(tiny_backbone, NAMES, init="text").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(probe(images()), ZeroShot(tiny_backbone, NAMES).eval()(images()), atol=1e-5, rtol=1e-5)
+    probe.train()
+    probe.head.adaptation(SimpleNamespace(classes_in_this_experience=[2, 3]))
+    assert [row.requires_grad for row in probe.head.rows] == [False, False, True, True]
+    with pytest.raises(ConfigValueError, match="Classifier-R"):
+        LinearProbe(tiny_backbone, NAMES, init="zeros")
+
+
+def test_tenc_ft_trains_its_own_text_tower_copy(tiny_backbone):
+    method = instantiate(compose_config(["method=tenc_ft", "model=tiny"]).method, backbone=tiny_backbone,
+                         class_names=NAMES).train()
+    trained = [n for n, p in method.named_parameters() if p.requires_grad]
+    assert trained and all(n.startswith("text_encoder.") for n in trained)
+    assert not any("token_embedding" in n for n in trained)
+    method(images(), candidate_classes=[0, 1]).logsumexp(1).sum().backward()
+    assert all(p.grad is None for p in tiny_backbone.model.parameters())
+    assert method.text_encoder.clip.transformer is not tiny_backbone.model.transformer
