@@ -232,3 +232,12 @@ def test_nan_loss_stops_the_run_and_keeps_finished_experiences(tmp_path, monkeyp
         run(cfg, tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"].startswith("failed: NonFiniteLossError")
+
+
+def test_min_len_learns_only_the_shortest_names_token_count(tiny_backbone):
+    labels = LearnedLabels(learn="min_len")
+    method = PromptTuning(tiny_backbone, NAMES, TemplateContext(), labels)
+    labels.add_classes([0, 2])
+    assert labels.embeddings["0"].shape[0] == 1       # "red"
+    assert labels.embeddings["2"].shape[0] == 1       # "golden retriever": only "golden" learns
+    assert len(method.name_tokens[2]) == 2
