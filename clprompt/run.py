@@ -21,6 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError
 from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.outputs import RunRecorder, format_summary
@@ -91,7 +92,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     backbone = build(cfg, "model")
-    stream = build(cfg, "scenario", train_transform=backbone.train_transform,
+    stream = build(cfg, "scenario", train_transform=train_transform(cfg.train.augmentation, backbone),
                    eval_transform=backbone.eval_transform)
     method = build(cfg, "method", backbone=backbone, class_names=stream.class_names)
     matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)

@@ -241,3 +241,19 @@ def test_min_len_learns_only_the_shortest_names_token_count(tiny_backbone):
     assert labels.embeddings["0"].shape[0] == 1       # "red"
     assert labels.embeddings["2"].shape[0] == 1       # "golden retriever": only "golden" learns
     assert len(method.name_tokens[2]) == 2
+
+
+def test_train_augmentations(tiny_backbone):
+    from PIL import Image
+
+    from clprompt.augmentation import train_transform
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    coop = train_transform("coop", tiny_backbone)
+    torch.manual_seed(0)
+    first, second = coop(image), coop(image)
+    assert first.shape == (3, 32, 32) and not torch.equal(first, second)  # random crops and flips
+    assert torch.equal(train_transform("none", tiny_backbone)(image), tiny_backbone.eval_transform(image))
+    assert train_transform("model", tiny_backbone) is tiny_backbone.train_transform
+    with pytest.raises(ConfigValueError, match="train.augmentation"):
+        train_transform("mixup", tiny_backbone)
