@@ -79,3 +79,16 @@ def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
     assert "CIFAR-100 not found" in done.stderr and str(tmp_path / "cifar-100-python") in done.stderr
     assert "data.download=true" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_missing_required_method_option_is_named():
+    done = clprompt_run("method=coop", "model=tiny", "scenario=tiny_colors", "~method.context")
+    assert done.returncode != 0
+    assert "missing 1 required positional argument: 'context'" in done.stderr and "full_key: method" in done.stderr
+
+
+def test_maple_on_a_resnet_is_refused_with_the_cause(tmp_path):
+    done = clprompt_run("method=maple", "model=rn50", "model.pretrained=null", "scenario=tiny_colors",
+                        f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 1
+    assert "MaPLe needs a ViT image tower" in done.stderr and "Traceback" not in done.stderr
