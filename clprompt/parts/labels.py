@@ -21,7 +21,7 @@ class NameLabels(torch.nn.Module):
     """Each class's name tokens, frozen."""
 
     def bind(self, clip, tokenizer, class_names: Sequence[str]) -> None:
-        self.name_tokens = [tokenizer.encode(name) for name in class_names]
+        """Nothing to create: the names' word embeddings are already in the prompt layout."""
 
     def vectors(self, class_ids: Sequence[int]) -> Optional[list[Optional[torch.Tensor]]]:
         return None
