@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torchvision import transforms
 
 from clprompt.backbone import Backbone
 from clprompt.errors import ConfigValueError
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 AUGMENTATIONS = ("model", "coop", "none")
 
 
@@ -34,6 +33,6 @@ def train_transform(kind: str, backbone: Backbone) -> Callable:
             transforms.RandomHorizontalFlip(),
             transforms.Lambda(lambda image: image.convert("RGB")),
             transforms.ToTensor(),
-            transforms.Normalize(preprocess.get("mean", OPENAI_MEAN), preprocess.get("std", OPENAI_STD)),
+            transforms.Normalize(preprocess.get("mean", OPENAI_DATASET_MEAN), preprocess.get("std", OPENAI_DATASET_STD)),
         ])
     raise ConfigValueError(f"train.augmentation={kind!r}; choose one of {', '.join(AUGMENTATIONS)}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -34,8 +35,8 @@ from scenarios.sandbox.world import caption_matches
 
 log = logging.getLogger("clprompt.pretrain")
 
-OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-OPENAI_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+OPENAI_MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+OPENAI_STD = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
 
 
 def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:

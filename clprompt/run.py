@@ -63,7 +63,7 @@ def tensor_bytes(state: dict) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def save_adapted_state(method, run_dir: Path, experience: int) -> int:
+def save_adapted_state(method, run_dir: Path, experience: int, backbone_bytes: int) -> int:
     """Save what the method learned up to this experience on its own (not the backbone); returns its size
     in bytes (0 when nothing is learned, and nothing is written)."""
     state = method.adapted_state_dict()
@@ -73,8 +73,7 @@ def save_adapted_state(method, run_dir: Path, experience: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({name: tensor.detach().cpu() for name, tensor in state.items()}, folder / f"experience_{experience + 1}.pt")
     size = tensor_bytes(state)
-    log.info("experience %d: adapted state %d bytes (backbone %d)", experience + 1, size,
-             tensor_bytes(method.clip.clip.state_dict()))
+    log.info("experience %d: adapted state %d bytes (backbone %d)", experience + 1, size, backbone_bytes)
     return size
 
 
@@ -125,7 +124,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         for experience in stream.benchmark.train_stream:
             strategy.train(experience, **loader_args)
-            storage["adapted_state_bytes"].append(save_adapted_state(method, run_dir, experience.current_experience))
+            storage["adapted_state_bytes"].append(save_adapted_state(
+                method, run_dir, experience.current_experience, storage["backbone_bytes"]))
             strategy.eval(stream.benchmark.test_stream, **loader_args)
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, {"storage": storage})
