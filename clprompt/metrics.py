@@ -73,3 +73,18 @@ def summarize(matrix) -> dict[str, float]:
         "bwt": backward_transfer(matrix),
         "transfer": transfer(matrix),
     }
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """2 b n / (b + n), the base-to-new summary (0 when both are 0)."""
+    return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+
+
+def base_to_new(matrix) -> dict[str, float]:
+    """Base, new and their harmonic mean from a base-to-new run's first row: R[0, 0] is the base task
+    after training on it, R[0, 1] the new classes, never trained, scored over their own classes."""
+    R = np.asarray(matrix, dtype=np.float64)
+    if R.shape != (2, 2):
+        raise ValueError(f"a base-to-new matrix is 2 x 2 (base, new), got shape {R.shape}")
+    base, new = float(R[0, 0]), float(R[0, 1])
+    return {"base": base, "new": new, "hm": harmonic_mean(base, new)}
