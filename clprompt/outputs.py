@@ -130,6 +130,8 @@ class RunRecorder:
             units="accuracy in percent; accuracy_matrix[i][j] = task j+1 after experience i+1",
         )
         if extra:
+            extra = dict(extra)
+            summary.update(extra.pop("metrics", {}))
             results.update(extra)
         _write_json_atomic(self.run_dir / "results.json", results)
         write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
@@ -138,8 +140,11 @@ class RunRecorder:
         plt.close(figure)
         return results
 
-    def finish(self, matrix: np.ndarray) -> None:
-        """The final heatmap image and markdown table in TensorBoard."""
+    def finish(self, matrix: np.ndarray, base_to_new: Optional[dict] = None) -> None:
+        """The final heatmap image and markdown table in TensorBoard (and base / new / hm scalars)."""
+        for name, value in (base_to_new or {}).items():
+            if name in ("base", "new", "hm") and value is not None:
+                self.tensorboard.add_scalar(f"base_to_new/{name}", value, 1)
         percent = to_percent(matrix)
         figure = matrix_figure(percent)
         self.tensorboard.add_figure("accuracy_matrix/heatmap", figure, global_step=len(percent))

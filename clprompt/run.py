@@ -1,7 +1,8 @@
 """``python -m clprompt.run scenario=... method=... model=...``: one continual-learning run.
 
-configs -> backbone, stream, method, strategy -> experience by experience: train, evaluate every task
--> accuracy matrix -> metrics -> results.json, CSV, PNG, TensorBoard (all in the Hydra run directory).
+configs -> backbone, stream (drawn by the protocol: few-shot, noisy labels, pseudo-labels, base-to-new),
+method, strategy -> experience by experience: train, evaluate every task -> accuracy matrix -> metrics ->
+results.json, CSV, PNG, TensorBoard (all in the Hydra run directory).
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError
+from clprompt import metrics
 from clprompt.evaluation import AccuracyMatrixPlugin
+from clprompt.gradient_ratio import GradientNormRatioPlugin
+from clprompt.methods.ensemble import Ensemble
 from clprompt.outputs import RunRecorder, format_summary
+from clprompt.protocol import prepare_experiment
 from clprompt.strategy import PromptStrategy
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
@@ -57,6 +62,30 @@ def build(cfg: DictConfig, kind: str, **kwargs):
         if isinstance(cause, USER_ERRORS):
             raise cause
         raise
+
+
+def build_method(cfg: DictConfig, backbone, class_names, members: int):
+    """The configured method; with ``members`` > 1 an ensemble of copies initialised from seeds
+    seed, seed + 1, ... (a copy that starts from words is the same at every seed until trained)."""
+    if members == 1:
+        return build(cfg, "method", backbone=backbone, class_names=class_names)
+    copies = []
+    for member in range(members):
+        torch.manual_seed(cfg.seed + member)
+        copies.append(build(cfg, "method", backbone=backbone, class_names=class_names))
+    return Ensemble(copies)
+
+
+def train_experience(strategy, method, experience, seed: int, loader_args: dict) -> None:
+    """Train on one experience; an ensemble trains its members one after another, member i from seed + i."""
+    if not isinstance(method, Ensemble):
+        strategy.train(experience, **loader_args)
+        return
+    for member in range(len(method.members)):
+        log.info("ensemble member %d of %d", member + 1, len(method.members))
+        method.activate(member)
+        seed_everything(seed + member)
+        strategy.train(experience, **loader_args)
 
 
 def tensor_bytes(state: dict) -> int:
@@ -93,14 +122,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     backbone = build(cfg, "model")
     stream = build(cfg, "scenario", train_transform=train_transform(cfg.train.augmentation, backbone),
                    eval_transform=backbone.eval_transform)
-    method = build(cfg, "method", backbone=backbone, class_names=stream.class_names)
-    matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
-    strategy = PromptStrategy(
-        method=method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
-        eval_mb_size=cfg.eval.batch_size, device=device, plugins=[matrix_plugin],
-        optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
-        warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
-    )
+    experiment = prepare_experiment(stream, cfg.protocol, backbone, device, run_dir, cfg.eval.batch_size)
+    stream = experiment.stream
+    method = build_method(cfg, backbone, stream.class_names, cfg.protocol.ensemble)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     header = {
         "scenario": choices.get("scenario"),
@@ -112,31 +136,57 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "stream": stream.description,
         "class_names": stream.class_names,
         "protocol": cfg.eval.protocol,
+        "experiment": experiment.record,
         "device": str(device),
         "versions": versions(),
     }
     recorder = RunRecorder(run_dir, header)
+    matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
+    plugins = [matrix_plugin]
+    ratio_plugin = None
+    if cfg.protocol.grad_norm_ratio:
+        ratio_plugin = GradientNormRatioPlugin(experiment.training_set, experiment.noisy, seed=cfg.seed,
+                                               log_scalar=recorder.tensorboard.add_scalar)
+        plugins.append(ratio_plugin)
+    strategy = PromptStrategy(
+        method=method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
+        eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
+        optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
+        warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
+    )
     loader_args = {"num_workers": cfg.data.num_workers}
     log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
              len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")
     status = "running"
     storage = {"backbone_bytes": tensor_bytes(backbone.model.state_dict()), "adapted_state_bytes": []}
+
+    def extra() -> dict:
+        fields = {"storage": storage}
+        if ratio_plugin is not None:
+            fields["grad_norm_ratio"] = ratio_plugin.history
+        if cfg.protocol.base_to_new and not np.isnan(matrix_plugin.matrix[0]).any():
+            fields["metrics"] = {k: 100 * v for k, v in metrics.base_to_new(matrix_plugin.matrix).items()}
+        return fields
+
+    experiences = list(stream.benchmark.train_stream)[:experiment.train_experiences]
     try:
-        for experience in stream.benchmark.train_stream:
-            strategy.train(experience, **loader_args)
+        for experience in experiences:
+            train_experience(strategy, method, experience, cfg.seed, loader_args)
             storage["adapted_state_bytes"].append(save_adapted_state(
                 method, run_dir, experience.current_experience, storage["backbone_bytes"]))
             strategy.eval(stream.benchmark.test_stream, **loader_args)
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
-            recorder.write(matrix_plugin.matrix, status, time.time() - started, {"storage": storage})
+            recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"
     except BaseException as error:
         status = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        results = recorder.write(matrix_plugin.matrix, status, time.time() - started, {"storage": storage})
-        recorder.finish(matrix_plugin.matrix)
+        results = recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
+        recorder.finish(matrix_plugin.matrix, results["metrics"] if cfg.protocol.base_to_new else None)
     print(format_summary(matrix_plugin.matrix))
+    if cfg.protocol.base_to_new:
+        print("base-to-new: " + ", ".join(f"{k} {results['metrics'][k]:.2f}" for k in ("base", "new", "hm")))
     print(f"results in {run_dir}")
     return results
 
