@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Optional
 
 import numpy as np
@@ -34,3 +35,9 @@ class ArrayImageDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]
+
+    def with_transform(self, transform: Optional[Callable]) -> "ArrayImageDataset":
+        """The same images and labels with another transform (the image array is shared, not copied)."""
+        other = copy.copy(self)
+        other.transform = transform
+        return other

@@ -1,0 +1,41 @@
+"""An image classification dataset over image files on disk, read lazily (CoOp's datasets, ImageNet)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional, Sequence
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+
+class ImageFileDataset(Dataset):
+    """Images as a list of file paths, labels as a list of ints.
+
+    Each item is ``(transform(PIL RGB image), label)``; without a transform, the PIL image itself.
+    Every image is converted to RGB (grayscale and palette files exist in Caltech101 and SUN397), since
+    CLIP's image towers take three channels. Files are opened only when an item is read.
+    """
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], transform: Optional[Callable] = None):
+        if len(paths) != len(targets):
+            raise ValueError(f"{len(paths)} image paths but {len(targets)} labels")
+        self.paths = [str(p) for p in paths]
+        self.targets = [int(t) for t in targets]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        with Image.open(self.paths[index]) as handle:
+            image = handle.convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
+
+    def with_transform(self, transform: Optional[Callable]) -> "ImageFileDataset":
+        """The same images and labels with another transform (the lists are shared, not copied)."""
+        other = copy.copy(self)
+        other.transform = transform
+        return other
