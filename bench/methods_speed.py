@@ -29,6 +29,7 @@ def measure(args, method_name: str, queue) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from clprompt.run import scenario_templates
     from clprompt.strategy import autocast_dtype
 
     torch.manual_seed(0)
@@ -41,7 +42,8 @@ def measure(args, method_name: str, queue) -> None:
         cfg.method.depth = min(cfg.method.depth, len(backbone.model.transformer.resblocks),
                                len(backbone.model.visual.transformer.resblocks))
     names = [f"class {i}" for i in range(args.classes)]
-    method = instantiate(cfg.method, backbone=backbone, class_names=names).to(device)
+    method = instantiate(cfg.method, backbone=backbone, class_names=names,
+                         **scenario_templates(cfg, {})).to(device)
     size = backbone.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     images = torch.randn(args.images, 3, size, size)

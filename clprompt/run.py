@@ -29,7 +29,7 @@ from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.gradient_ratio import GradientNormRatioPlugin
 from clprompt.methods.ensemble import Ensemble
 from clprompt.outputs import RunRecorder, format_summary
-from clprompt.protocol import prepare_experiment
+from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
 from clprompt.strategy import PromptStrategy
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
@@ -64,15 +64,23 @@ def build(cfg: DictConfig, kind: str, **kwargs):
         raise
 
 
-def build_method(cfg: DictConfig, backbone, class_names, members: int):
+def scenario_templates(cfg: DictConfig, description: dict) -> dict:
+    """Method options set to "scenario" (``templates`` of zero-shot, ``template`` of the linear probe's
+    text init) take the scenario's own template: CoOp's per-dataset one, else "a photo of a {}."."""
+    template = description.get("template") or DEFAULT_TEMPLATE
+    return {key: template for key in ("templates", "template") if cfg.method.get(key) == "scenario"}
+
+
+def build_method(cfg: DictConfig, backbone, stream, members: int):
     """The configured method; with ``members`` > 1 an ensemble of copies initialised from seeds
     seed, seed + 1, ... (a copy that starts from words is the same at every seed until trained)."""
+    options = dict(backbone=backbone, class_names=stream.class_names, **scenario_templates(cfg, stream.description))
     if members == 1:
-        return build(cfg, "method", backbone=backbone, class_names=class_names)
+        return build(cfg, "method", **options)
     copies = []
     for member in range(members):
         torch.manual_seed(cfg.seed + member)
-        copies.append(build(cfg, "method", backbone=backbone, class_names=class_names))
+        copies.append(build(cfg, "method", **options))
     return Ensemble(copies)
 
 
@@ -124,7 +132,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                    eval_transform=backbone.eval_transform)
     experiment = prepare_experiment(stream, cfg.protocol, backbone, device, run_dir, cfg.eval.batch_size)
     stream = experiment.stream
-    method = build_method(cfg, backbone, stream.class_names, cfg.protocol.ensemble)
+    method = build_method(cfg, backbone, stream, cfg.protocol.ensemble)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     header = {
         "scenario": choices.get("scenario"),

@@ -182,3 +182,13 @@ def test_robust_upl_run_uses_gce_and_an_ensemble(tmp_path):
     state = torch.load(out / "adapted_state" / "experience_1.pt")
     assert set(state) == {"members.0.context.context", "members.1.context.context"}
     assert not torch.equal(state["members.0.context.context"], state["members.1.context.context"])
+
+
+def test_zero_shot_and_the_probe_take_the_scenarios_own_template():
+    from clprompt.run import scenario_templates
+
+    pets = {"template": "a photo of a {}, a type of pet."}
+    assert scenario_templates(compose_config(["method=zeroshot"]), pets) == {"templates": pets["template"]}
+    assert scenario_templates(compose_config(["method=linear_probe"]), pets) == {"template": pets["template"]}
+    assert scenario_templates(compose_config(["method=zeroshot"]), {}) == {"templates": "a photo of a {}."}
+    assert scenario_templates(compose_config(["method=zeroshot", "method.templates=openai_7"]), pets) == {}
