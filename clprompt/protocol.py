@@ -51,10 +51,11 @@ class Experiment:
 
 def check_options(options: DictConfig, stream: TaskStream) -> None:
     """Refuse combinations that do not make an experiment, with the option to change."""
-    uses_training_set = options.shots or options.noise.kind != "none" or options.pseudo_labels.selection != "none"
+    uses_training_set = (options.shots or options.noise.kind != "none" or options.pseudo_labels.selection != "none"
+                         or options.base_to_new)
     if uses_training_set and stream.n_experiences != 1:
         raise ConfigValueError(
-            f"protocol {options.name}: few-shot, noisy-label and UPL protocols run on a single-task stream, "
+            f"protocol {options.name}: few-shot, noisy-label, UPL and base-to-new protocols run on a single-task stream, "
             f"but {stream.name} has {stream.n_experiences} experiences; set scenario.n_experiences=1")
     if options.noise.kind not in label_noise.KINDS:
         raise ConfigValueError(f"protocol.noise.kind={options.noise.kind!r}; choose one of {', '.join(label_noise.KINDS)}")
@@ -155,10 +156,17 @@ def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbo
         log.info("%s noise: %d of %d labels wrong (%.2f %%)", options.noise.kind, noisy.sum(), len(labels),
                  100 * noisy.mean())
 
+    if options.base_to_new:  # only the base classes are trained: the drawn set keeps their samples only
+        base, new = base_and_new_classes(n_classes)
+        keep = np.asarray(labels) < len(base)
+        indices, labels = indices[keep], np.asarray(labels)[keep]
+        noisy = noisy[keep] if noisy is not None else None
+
     training_set = None
     if len(indices) != len(true_labels) or noisy is not None:
         training_set = RelabeledSubset(train, indices, labels)
-        stream = stream.rebuild(train=training_set, allow_missing_train_classes=allow_missing)
+        stream = stream.rebuild(train=training_set,
+                                allow_missing_train_classes=allow_missing or options.base_to_new)
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(run_dir / "training_set.json", {
             "about": "the training set of this run: indices into the scenario's train split, the labels "
@@ -171,10 +179,7 @@ def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbo
 
     train_experiences = None
     if options.base_to_new:
-        if stream.n_experiences != 1:
-            raise ConfigValueError("protocol.base_to_new=true needs a single-task stream: set scenario.n_experiences=1")
-        base, new = base_and_new_classes(n_classes)
-        stream = stream.rebuild(n_experiences=2, class_order=base + new, allow_missing_train_classes=allow_missing)
+        stream = stream.rebuild(n_experiences=2, class_order=base + new, allow_missing_train_classes=True)
         record.update(base_classes=base, new_classes=new)
         train_experiences = 1
     return Experiment(stream, record, train_experiences, training_set, noisy)

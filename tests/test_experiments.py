@@ -95,6 +95,9 @@ def test_base_to_new_trains_the_first_half_and_tests_both(tiny_backbone, tmp_pat
     assert experiment.stream.experience_classes == [[0, 1, 2], [3, 4, 5]]
     assert experiment.train_experiences == 1
     assert sorted(set(trained_targets(experiment.stream))) == [0, 1, 2]
+    drawn = json.loads((tmp_path / "training_set.json").read_text())  # what is trained: base shots only
+    assert np.bincount(drawn["labels"]).tolist() == [2, 2, 2] and experiment.record["n_train"] == 6
+    assert len(list(experiment.stream.benchmark.train_stream)[1].dataset) == 0
 
 
 def test_bad_protocol_options_are_refused_with_the_option_to_change(tiny_backbone, tmp_path):
