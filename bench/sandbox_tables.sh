@@ -4,7 +4,7 @@
 #   bash bench/sandbox_tables.sh [fewshot|noise|upl|all]
 # Departures from the papers' recipes, for time on 2 CPU cores: CoOp-style methods train 20 epochs at every
 # shot count (papers: 50-200), MaPLe and VPT-deep keep their 5 epochs; MaPLe's depth is the mini-CLIP's 3
-# text blocks; the noise and UPL tables use one seed.
+# text blocks; the UPL table uses one seed.
 set -euo pipefail
 OUT=${OUT:-multirun/sandbox_tables}
 WHAT=${1:-all}
@@ -32,15 +32,15 @@ fi
 if [[ $WHAT == noise || $WHAT == all ]]; then
   timed python -m clprompt.run -m $COMMON scenario=shapes_palette protocol=noisy train.epochs=20 \
     method=coop,linear_probe loss=ce,gce protocol.noise.kind=symmetric,confusing \
-    protocol.noise.rate=0.125,0.25,0.5 protocol.grad_norm_ratio=true \
+    protocol.noise.rate=0.125,0.25,0.5 protocol.grad_norm_ratio=true protocol.shots_seed=1,2,3 \
     hydra.sweep.dir=$OUT/noise/noisy
   timed python -m clprompt.run -m $COMMON scenario=shapes_palette protocol=few_shot train.epochs=20 \
-    method=coop,linear_probe loss=ce,gce hydra.sweep.dir=$OUT/noise/clean
+    method=coop,linear_probe loss=ce,gce protocol.shots_seed=1,2,3 hydra.sweep.dir=$OUT/noise/clean
   python -m clprompt.report $OUT/noise
 fi
 
 if [[ $WHAT == upl || $WHAT == all ]]; then
-  for scenario in shapes_palette shapes_novel; do
+  for scenario in shapes_palette shapes_novel shapes_textured; do
     timed python -m clprompt.run -m $COMMON scenario=$scenario method=zeroshot \
       hydra.sweep.dir=$OUT/upl/$scenario/zeroshot
     timed python -m clprompt.run -m $COMMON scenario=$scenario method=coop train.epochs=20 \
