@@ -40,7 +40,7 @@ if [[ $WHAT == noise || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == upl || $WHAT == all ]]; then
-  for scenario in shapes_palette shapes_novel shapes_textured; do
+  for scenario in shapes_palette shapes_novel; do
     timed python -m clprompt.run -m $COMMON scenario=$scenario method=zeroshot \
       hydra.sweep.dir=$OUT/upl/$scenario/zeroshot
     timed python -m clprompt.run -m $COMMON scenario=$scenario method=coop train.epochs=20 \
