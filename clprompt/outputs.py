@@ -79,7 +79,8 @@ def matrix_figure(matrix_percent: np.ndarray, title: str = "accuracy (%)"):
     return figure
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON through a temporary file, so a reader never sees half a file."""
     tmp = path.with_suffix(".json.tmp")
     with open(tmp, "w") as handle:
         json.dump(payload, handle, indent=2, default=str)
@@ -133,7 +134,7 @@ class RunRecorder:
             extra = dict(extra)
             summary.update(extra.pop("metrics", {}))
             results.update(extra)
-        _write_json_atomic(self.run_dir / "results.json", results)
+        write_json_atomic(self.run_dir / "results.json", results)
         write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
         figure = matrix_figure(percent)
         figure.savefig(self.run_dir / "accuracy_matrix.png", dpi=120)

@@ -9,9 +9,7 @@ the realised noise rate and pseudo-label accuracy go into ``results.json``'s ``e
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,6 +22,7 @@ from torch.utils.data import DataLoader
 from clprompt.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.zeroshot import ZeroShot
+from clprompt.outputs import write_json_atomic
 from scenarios.protocols import few_shot, label_noise, pseudo_labels
 from scenarios.protocols.base_to_new import base_and_new_classes
 from scenarios.protocols.relabeled import RelabeledSubset
@@ -79,7 +78,6 @@ def check_options(options: DictConfig, stream: TaskStream) -> None:
                                "set protocol.noise.kind and protocol.noise.rate")
 
 
-@torch.no_grad()
 def zero_shot_scores(backbone: Backbone, class_names, dataset, template: str, device: torch.device,
                      batch_size: int = 256) -> np.ndarray:
     """Zero-shot CLIP's logits [N, n_classes] for every sample of ``dataset`` (its transform applied)."""
@@ -89,12 +87,6 @@ def zero_shot_scores(backbone: Backbone, class_names, dataset, template: str, de
         for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             scores.append(model(images.to(device)).float().cpu())
     return torch.cat(scores).numpy()
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
 
 
 def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbone, device: torch.device,
@@ -168,7 +160,7 @@ def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbo
         stream = stream.rebuild(train=training_set,
                                 allow_missing_train_classes=allow_missing or options.base_to_new)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(run_dir / "training_set.json", {
+        write_json_atomic(run_dir / "training_set.json", {
             "about": "the training set of this run: indices into the scenario's train split, the labels "
                      "trained on, the true labels, and which labels are wrong",
             "indices": indices.tolist(), "labels": np.asarray(labels).tolist(),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+from scenarios.labelled_images import LabelledImages
 
 
-class ArrayImageDataset(Dataset):
+class ArrayImageDataset(LabelledImages):
     """Images held as one uint8 array, labels as a list of ints.
 
     images: [N, H, W] (grayscale) or [N, H, W, 3] (RGB), dtype uint8.
@@ -27,17 +26,5 @@ class ArrayImageDataset(Dataset):
         self.targets = [int(t) for t in targets]
         self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        image = Image.fromarray(self.images[index]).convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
-
-    def with_transform(self, transform: Optional[Callable]) -> "ArrayImageDataset":
-        """The same images and labels with another transform (the image array is shared, not copied)."""
-        other = copy.copy(self)
-        other.transform = transform
-        return other
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index]).convert("RGB")

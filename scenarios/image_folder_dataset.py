@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional, Sequence
 
 from PIL import Image
-from torch.utils.data import Dataset
+from scenarios.labelled_images import LabelledImages
 
 
-class ImageFileDataset(Dataset):
+class ImageFileDataset(LabelledImages):
     """Images as a list of file paths, labels as a list of ints.
 
     Each item is ``(transform(PIL RGB image), label)``; without a transform, the PIL image itself.
@@ -24,18 +23,6 @@ class ImageFileDataset(Dataset):
         self.targets = [int(t) for t in targets]
         self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
+    def image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as handle:
-            image = handle.convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
-
-    def with_transform(self, transform: Optional[Callable]) -> "ImageFileDataset":
-        """The same images and labels with another transform (the lists are shared, not copied)."""
-        other = copy.copy(self)
-        other.transform = transform
-        return other
+            return handle.convert("RGB")
