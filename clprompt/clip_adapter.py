@@ -107,9 +107,12 @@ class CLIPAdapter(torch.nn.Module):
     def encode_image_with_prompts(self, images: torch.Tensor, layer_prompts) -> torch.Tensor:
         """Normalized image features with visual prompt tokens. images: [B, 3, H, W] -> [B, embed_dim].
 
-        layer_prompts[i]: [P, width] tokens appended to the input of block i (after ln_pre for block 0),
-        replacing the prompt outputs of the block before (VPT deep); None keeps the previous prompts'
-        outputs (VPT shallow gives only block 0). Prompt outputs are dropped before pooling.
+        layer_prompts[i]: [P, width] tokens appended to the input of block i, replacing the prompt outputs
+        of the block before (VPT deep); None keeps the previous prompts' outputs (VPT shallow gives only
+        block 0). Block 0's prompts are concatenated to the class and patch tokens (after the positional
+        embedding, which prompts do not get) *before* ln_pre, as in VPT and MaPLe's reference code;
+        ln_pre is per-token, so normalising them on their own and then concatenating is exact. Deeper
+        prompts enter the block as they are. Prompt outputs are dropped before pooling.
         """
         self.require_vit("visual prompting")
         visual = self.clip.visual
@@ -120,6 +123,8 @@ class CLIPAdapter(torch.nn.Module):
         for index, block in enumerate(visual.transformer.resblocks):
             prompts = layer_prompts[index] if index < len(layer_prompts) else None
             if prompts is not None:
+                if index == 0:
+                    prompts = visual.ln_pre(prompts)
                 prompts = prompts.to(x.dtype)[None].expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_tokens], prompts], dim=1)
             x = block(x)

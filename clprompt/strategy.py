@@ -63,6 +63,13 @@ class PromptStrategy(SupervisedTemplate):
             return
         if self.optimizer_factory is None:
             raise ValueError("this method has trainable parameters but no optimizer was configured")
+        if self.train_epochs <= self.warmup_epochs:
+            raise ConfigValueError(
+                f"train.epochs={self.train_epochs} is not larger than train.warmup_epochs={self.warmup_epochs}: "
+                f"every epoch would run at the warm-up rate train.warmup_lr={self.warmup_lr} and the method would "
+                "learn next to nothing. Train longer (e.g. train.epochs=5) or drop the warm-up "
+                "(train.warmup_epochs=0)"
+            )
         self.optimizer = self.optimizer_factory(parameters)
         for group in self.optimizer.param_groups:
             group["base_lr"] = group["lr"]

@@ -92,3 +92,12 @@ def test_maple_on_a_resnet_is_refused_with_the_cause(tmp_path):
                         f"hydra.run.dir={tmp_path}")
     assert done.returncode == 1
     assert "MaPLe needs a ViT image tower" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_training_only_in_the_warm_up_is_refused_with_the_two_keys(tmp_path):
+    out = tmp_path / "run"
+    done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=coop", "train.epochs=1", f"hydra.run.dir={out}")
+    assert done.returncode == 1
+    assert "train.epochs=1 is not larger than train.warmup_epochs=1" in done.stderr
+    assert "train.warmup_epochs=0" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -163,7 +163,7 @@ def test_few_shot_noisy_run_logs_the_gradient_ratio_and_the_draw(tmp_path):
 def test_base_to_new_run_reports_base_new_and_harmonic_mean(tmp_path):
     out = tmp_path / "run"
     done = clprompt_run("scenario=tiny_colors", "scenario.n_experiences=1", "model=tiny", "method=coop",
-                        "protocol=base_to_new", "protocol.shots=2", "train.epochs=1", "progress=false",
+                        "protocol=base_to_new", "protocol.shots=2", "train.epochs=1", "train.warmup_epochs=0", "progress=false",
                         f"hydra.run.dir={out}")
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())
@@ -177,7 +177,7 @@ def test_robust_upl_run_uses_gce_and_an_ensemble(tmp_path):
     out = tmp_path / "run"
     done = clprompt_run("scenario=tiny_colors", "scenario.n_experiences=1", "model=tiny", "method=coop",
                         "protocol=robust_upl", "protocol.pseudo_labels.per_class=2", "protocol.ensemble=2",
-                        "train.epochs=1", "progress=false", f"hydra.run.dir={out}")
+                        "train.epochs=1", "train.warmup_epochs=0", "progress=false", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["loss"] == "gce" and results["config"]["loss"]["q"] == 0.7

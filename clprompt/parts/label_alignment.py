@@ -4,7 +4,9 @@ L = wc_weight * L_WC + cos_weight * L_COS + kd_weight * L_KD, where
 - L_WC (parameter space): sum of squared differences between the trainable label embeddings and their
   initial values (the names' word embeddings). LAMM weights it by 1 / shots: set wc_weight accordingly.
 - L_COS (feature space): mean over the batch of 1 - cos(f_t(learned label of y), f_t(name of y)),
-  the name side detached.
+  the name side detached. Each label in the batch is paired with its own name, so a batch in which a
+  label occurs once (or a batch of one label) still gets this term; LAMM's reference code pairs the
+  batch's samples with one another instead, which gives 0 for a single-label batch.
 - L_KD (logit space): KL(p_names || p_learned) at temperature T, times T^2, over the candidate classes.
   clprompt takes the zero-shot (names) distribution as the teacher; LAMM's reference code uses the
   learned distribution as the target instead.
