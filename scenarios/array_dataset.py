@@ -28,3 +28,7 @@ class ArrayImageDataset(LabelledImages):
 
     def image(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index]).convert("RGB")
+
+    def _content_digest(self, digest) -> None:
+        digest.update(repr((self.images.shape, str(self.images.dtype))).encode())
+        digest.update(np.ascontiguousarray(self.images).data)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+import os
+
 from PIL import Image
 from scenarios.labelled_images import LabelledImages
 
@@ -26,3 +28,9 @@ class ImageFileDataset(LabelledImages):
     def image(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as handle:
             return handle.convert("RGB")
+
+    def _content_digest(self, digest) -> None:
+        """Paths and file sizes (reading every file of a large dataset would take longer than a run)."""
+        for path in self.paths:
+            size = os.stat(path).st_size if os.path.exists(path) else -1
+            digest.update(f"{path}\0{size}\0".encode())

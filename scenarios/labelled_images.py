@@ -1,18 +1,38 @@
-"""What every built-in image dataset shares: labels, an optional transform, RGB PIL images."""
+"""What every built-in image dataset shares: labels, an optional transform, RGB PIL images.
+
+Two things let the model side treat any of them alike without knowing which it is:
+
+- a *per-sample* transform (one with ``per_sample = True``) is called as ``transform(image, index)``,
+  so that random augmentation can be a pure function of the sample (clprompt.augmentation);
+- ``fingerprint()`` names the images' content (not the labels), so that features computed from one
+  dataset are never read for another (clprompt.feature_cache); ``sample_ids()`` gives each item's index
+  in the dataset whose images it shows.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Callable, Optional
 
 from PIL import Image
 from torch.utils.data import Dataset
 
 
+def apply_transform(transform: Optional[Callable], image, index: int):
+    """``transform(image)``, or ``transform(image, index)`` for a per-sample transform."""
+    if transform is None:
+        return image
+    if getattr(transform, "per_sample", False):
+        return transform(image, index)
+    return transform(image)
+
+
 class LabelledImages(Dataset):
     """Base of the image datasets: ``.targets`` (ints), ``.transform``, and ``image(index)`` to implement.
 
     Each item is ``(transform(PIL RGB image), label)``; without a transform, the PIL image itself.
+    Subclasses also implement ``_content_digest`` (a hash of what defines the images).
     """
 
     targets: list[int]
@@ -22,17 +42,30 @@ class LabelledImages(Dataset):
         """Sample ``index`` as an RGB PIL image."""
         raise NotImplementedError
 
+    def _content_digest(self, digest) -> None:
+        """Feed what defines the images (pixels, or file paths and sizes) to a hashlib digest."""
+        raise NotImplementedError
+
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        image = self.image(index)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
+        return apply_transform(self.transform, self.image(index), index), self.targets[index]
 
     def with_transform(self, transform: Optional[Callable]):
         """The same images and labels with another transform (the data is shared, not copied)."""
         other = copy.copy(self)
         other.transform = transform
         return other
+
+    def fingerprint(self) -> str:
+        """sha256 of the images' content (computed once; labels and transform are not part of it)."""
+        if getattr(self, "_fingerprint", None) is None:
+            digest = hashlib.sha256(type(self).__name__.encode())
+            self._content_digest(digest)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def sample_ids(self) -> list[int]:
+        """Each item's index in this dataset (itself)."""
+        return list(range(len(self)))

@@ -110,11 +110,20 @@ def split_classes(class_order: Sequence[int], n_experiences: int) -> list[list[i
     return groups
 
 
+def sample_ids(dataset: Dataset) -> list[int]:
+    """Each item's index in the dataset whose images it shows (a relabelled subset maps through)."""
+    return dataset.sample_ids() if hasattr(dataset, "sample_ids") else list(range(len(dataset)))
+
+
 def experience_benchmark(splits: dict, groups: Sequence[Sequence[int]]):
-    """An Avalanche benchmark with one stream per split; experience i holds the samples of ``groups[i]``."""
+    """An Avalanche benchmark with one stream per split; experience i holds the samples of ``groups[i]``.
+
+    Each experience's dataset carries the data attribute ``sample_id`` (see ``sample_ids``): the feature
+    cache keys samples by it.
+    """
     streams = {}
     for split, dataset in splits.items():
-        data = as_supervised_dataset(dataset)
+        data = as_supervised_dataset(dataset).update_data_attribute("sample_id", sample_ids(dataset))
         targets = np.asarray(dataset.targets)
         streams[split] = [data.subset(np.flatnonzero(np.isin(targets, list(group))).tolist()) for group in groups]
     return with_classes_timeline(benchmark_from_datasets(**streams))

@@ -262,14 +262,17 @@ def test_min_len_learns_only_the_shortest_names_token_count(tiny_backbone):
 def test_train_augmentations(tiny_backbone):
     from PIL import Image
 
-    from clprompt.augmentation import train_transform
+    from clprompt.augmentation import base_transform, train_transform
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    coop = train_transform("coop", tiny_backbone)
-    torch.manual_seed(0)
-    first, second = coop(image), coop(image)
-    assert first.shape == (3, 32, 32) and not torch.equal(first, second)  # random crops and flips
-    assert torch.equal(train_transform("none", tiny_backbone)(image), tiny_backbone.eval_transform(image))
-    assert train_transform("model", tiny_backbone) is tiny_backbone.train_transform
+    coop = train_transform("coop", tiny_backbone, n_views=2)
+    first, other_sample = coop(image, 0), coop(image, 1)
+    coop.set_epoch(1)
+    second = coop(image, 0)
+    assert first.shape == (3, 32, 32)  # random crops and flips: per sample and per view
+    assert not torch.equal(first, second) and not torch.equal(first, other_sample)
+    assert torch.equal(train_transform("none", tiny_backbone)(image, 0), tiny_backbone.eval_transform(image))
+    assert base_transform("model", tiny_backbone) is tiny_backbone.train_transform
+    assert train_transform("model", tiny_backbone).transform is tiny_backbone.train_transform
     with pytest.raises(ConfigValueError, match="train.augmentation"):
         train_transform("mixup", tiny_backbone)

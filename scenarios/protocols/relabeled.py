@@ -12,6 +12,8 @@ class RelabeledSubset(Dataset):
 
     ``.targets`` are the given labels, ``.true_targets`` the dataset's own; ``with_transform`` returns
     the same view over the dataset with another transform (the dataset must offer ``with_transform``).
+    ``fingerprint`` and ``sample_ids`` are the underlying dataset's: a sample keeps its identity (and its
+    cached features) whatever label a protocol gives it.
     """
 
     def __init__(self, dataset: Dataset, indices: Sequence[int], labels: Sequence[int]):
@@ -29,5 +31,16 @@ class RelabeledSubset(Dataset):
         image, _ = self.dataset[self.indices[index]]
         return image, self.targets[index]
 
+    @property
+    def transform(self) -> Optional[Callable]:
+        return self.dataset.transform
+
     def with_transform(self, transform: Optional[Callable]) -> "RelabeledSubset":
         return RelabeledSubset(self.dataset.with_transform(transform), self.indices, self.targets)
+
+    def fingerprint(self) -> str:
+        return self.dataset.fingerprint()
+
+    def sample_ids(self) -> list[int]:
+        ids = self.dataset.sample_ids()
+        return [ids[i] for i in self.indices]
