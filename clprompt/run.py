@@ -8,6 +8,7 @@ results.json, CSV, PNG, TensorBoard (all in the Hydra run directory).
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import random
 import sys
@@ -23,8 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clprompt.augmentation import train_transform
-from clprompt.errors import ClpromptError
+from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt import metrics
+from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.gradient_ratio import GradientNormRatioPlugin
 from clprompt.methods.ensemble import Ensemble
@@ -84,6 +86,31 @@ def build_method(cfg: DictConfig, backbone, stream, members: int):
     return Ensemble(copies)
 
 
+def loader_arguments(num_workers, device: torch.device) -> dict:
+    """DataLoader settings: ``data.num_workers=auto`` is the machine's cores (at most 8) on CUDA and 0 on
+    CPU (there the workers would take the cores the model computes on); pinned memory and persistent
+    workers on CUDA."""
+    if num_workers == "auto":
+        num_workers = min(os.cpu_count() or 1, 8) if device.type == "cuda" else 0
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigValueError(f"data.num_workers={num_workers!r}: give auto or a count >= 0")
+    cuda = device.type == "cuda"
+    return {"num_workers": num_workers, "pin_memory": cuda, "persistent_workers": cuda and num_workers > 0}
+
+
+def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, loader_args) -> tuple:
+    """The feature cache when ``train.feature_cache`` resolves on (see clprompt.feature_cache), and its record."""
+    enabled, reason = resolve_mode(cfg.train.feature_cache, method.frozen_image_side, type(method).__name__)
+    record = {"mode": cfg.train.feature_cache, "enabled": enabled, "reason": reason}
+    if not enabled:
+        return None, None, record
+    cache = FeatureCache(cfg.cache.dir)
+    encoder = encoder_identity(backbone.model.visual, strategy.amp_dtype, device)
+    features = ExperienceFeatures(cache, encoder, dict(stream.splits), strategy.encode_images, device,
+                                  cfg.eval.batch_size, loader_args)
+    return features, cache, record
+
+
 def train_experience(strategy, method, experience, seed: int, loader_args: dict) -> None:
     """Train on one experience; an ensemble trains its members one after another, member i from seed + i."""
     if not isinstance(method, Ensemble):
@@ -114,6 +141,16 @@ def save_adapted_state(method, run_dir: Path, experience: int, backbone_bytes: i
     return size
 
 
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process (MiB) and, on CUDA, peak allocated GPU memory (MiB)."""
+    import resource
+
+    record = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        record["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return record
+
+
 def versions() -> dict:
     import avalanche
     import open_clip
@@ -128,8 +165,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     backbone = build(cfg, "model")
-    stream = build(cfg, "scenario", train_transform=train_transform(cfg.train.augmentation, backbone),
-                   eval_transform=backbone.eval_transform)
+    n_views = cfg.train.augmentation_views or cfg.train.epochs
+    views = train_transform(cfg.train.augmentation, backbone, seed=cfg.train.augmentation_seed, n_views=n_views)
+    if views.random and n_views < cfg.train.epochs:
+        log.warning("train.augmentation_views=%d < train.epochs=%d: views are reused (epoch e sees view e mod %d), "
+                    "a departure from the recipe's new view every epoch (recorded in results.json)",
+                    n_views, cfg.train.epochs, n_views)
+    stream = build(cfg, "scenario", train_transform=views, eval_transform=backbone.eval_transform)
     experiment = prepare_experiment(stream, cfg.protocol, backbone, device, run_dir, cfg.eval.batch_size)
     stream = experiment.stream
     method = build_method(cfg, backbone, stream, cfg.protocol.ensemble)
@@ -161,15 +203,27 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
         optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
+        views=views,
     )
-    loader_args = {"num_workers": cfg.data.num_workers}
+    loader_args = loader_arguments(cfg.data.num_workers, device)
+    strategy.features, cache, cache_record = build_features(cfg, method, stream, backbone, strategy, device,
+                                                            loader_args)
+    header["data_loading"] = loader_args
+    header["augmentation"] = {"kind": cfg.train.augmentation, "random": views.random,
+                              "seed": views.seed if views.random else None,
+                              "views": n_views if views.random else 1, "epochs": cfg.train.epochs,
+                              "new_view_every_epoch": (not views.random) or n_views >= cfg.train.epochs}
+    log.info("feature cache %s%s", cache_record["reason"], f", {cache.directory}" if cache and cache.directory else "")
     log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
              len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")
     status = "running"
     storage = {"backbone_bytes": tensor_bytes(backbone.model.state_dict()), "adapted_state_bytes": []}
 
+    timing: list[dict] = []
+
     def extra() -> dict:
-        fields = {"storage": storage}
+        fields = {"storage": storage, "feature_cache": {**cache_record, **(cache.record() if cache else {})},
+                  "timing": timing, "resources": peak_memory(device)}
         if ratio_plugin is not None:
             fields["grad_norm_ratio"] = ratio_plugin.history
         if cfg.protocol.base_to_new and not np.isnan(matrix_plugin.matrix[0]).any():
@@ -179,10 +233,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     experiences = list(stream.benchmark.train_stream)[:experiment.train_experiences]
     try:
         for experience in experiences:
+            start = time.perf_counter()
             train_experience(strategy, method, experience, cfg.seed, loader_args)
+            trained = time.perf_counter()
             storage["adapted_state_bytes"].append(save_adapted_state(
                 method, run_dir, experience.current_experience, storage["backbone_bytes"]))
             strategy.eval(stream.benchmark.test_stream, **loader_args)
+            timing.append({"experience": experience.current_experience + 1, "train_s": trained - start,
+                           "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset)})
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"

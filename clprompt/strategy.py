@@ -4,6 +4,12 @@ A method is an ``nn.Module`` (a ``PromptMethod``) and may bring its own plugins.
 per experience over the method's trainable parameters only (Avalanche's default would register every
 backbone parameter too). A method with nothing to train (zero-shot) goes through the same calls and
 simply runs no epoch.
+
+Two rooms the strategy calls: the training views (``clprompt.augmentation.SampleViews``: the strategy
+tells them the epoch) and, for a method whose image side is frozen, the feature cache
+(``clprompt.feature_cache.ExperienceFeatures``): training and evaluation then iterate over image
+features instead of images, in the same order, and the method scores them with
+``logits_from_image_features``. The NaN check reads the loss once per epoch (no host sync per step).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ class PromptStrategy(SupervisedTemplate):
                  eval_mb_size: int = 256, device: torch.device = torch.device("cpu"),
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
                  loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
-                 precision: str = "auto"):
+                 precision: str = "auto", views=None, features=None):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
@@ -55,6 +61,19 @@ class PromptStrategy(SupervisedTemplate):
         self.optimizer_factory = optimizer_factory
         self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
         self.amp_dtype = autocast_dtype(torch.device(device), precision)
+        self.views, self.features = views, features
+        self._feature_table = None      # the training experience's features, refilled per epoch
+        self._features_in = False       # the current loader yields image features, not images
+        self._nonfinite = None          # per epoch: did any step's loss leave the finite range?
+
+    def autocast(self):
+        return (torch.autocast(self.device.type, dtype=self.amp_dtype)
+                if self.amp_dtype is not None else nullcontext())
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen image features the cache stores, computed as the uncached forward would."""
+        with torch.no_grad(), self.autocast():
+            return self.model.frozen_image_features(images)
 
     def make_optimizer(self, **kwargs):
         parameters = self.model.trainable_parameters()
@@ -89,22 +108,46 @@ class PromptStrategy(SupervisedTemplate):
             return self.warmup_lr
         return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, self.train_epochs)))
 
+    def make_train_dataloader(self, **kwargs):
+        self._features_in = self.features is not None
+        if self._features_in:  # features in memory: no workers to feed; filled per epoch
+            self._feature_table, self.adapted_dataset = self.features.dataset(self.experience, view=None, fill=False)
+            kwargs.update(num_workers=0, pin_memory=False, persistent_workers=False)
+        super().make_train_dataloader(**kwargs)
+
+    def make_eval_dataloader(self, **kwargs):
+        self._features_in = self.features is not None
+        if self._features_in:
+            _, self.adapted_dataset = self.features.dataset(self.experience)
+            kwargs.update(num_workers=0, pin_memory=False, persistent_workers=False)
+        super().make_eval_dataloader(**kwargs)
+
     def _before_training_epoch(self, **kwargs):
         epoch = self.clock.train_exp_epochs
         for group in self.optimizer.param_groups:
             group["lr"] = self.epoch_learning_rate(group["base_lr"], epoch)
+        if self.views is not None:
+            self.views.set_epoch(epoch)
+        if self._features_in:
+            self._feature_table.features = self.features.features(
+                self.experience, view=self.views.view if self.views is not None else 0)
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         super()._before_training_epoch(**kwargs)
+
+    def _after_training_epoch(self, **kwargs):
+        if bool(self._nonfinite):  # the one host sync of the epoch
+            raise NonFiniteLossError(
+                f"the training loss left the finite range in experience {self.experience.current_experience + 1}, "
+                f"epoch {self.clock.train_exp_epochs + 1}: lower the learning rate (train.optimizer.lr) "
+                "or use precision=fp32; the experiences already finished are in results.json"
+            )
+        super()._after_training_epoch(**kwargs)
 
     def criterion(self):
         loss = self._criterion(self.mb_output, self.mb_y)
         if self.is_training:
             loss = loss + self.model.regularization(self.mb_output, self.mb_y)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss is {loss.item()} in experience {self.experience.current_experience + 1}, "
-                    f"epoch {self.clock.train_exp_epochs + 1}: lower the learning rate (train.optimizer.lr) "
-                    "or use precision=fp32; the experiences already finished are in results.json"
-                )
+            self._nonfinite |= ~torch.isfinite(loss.detach())
         return loss
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
@@ -114,9 +157,9 @@ class PromptStrategy(SupervisedTemplate):
         super()._train_exp(experience, eval_streams, **kwargs)
 
     def forward(self):
-        amp = (torch.autocast(self.device.type, dtype=self.amp_dtype)
-               if self.amp_dtype is not None else nullcontext())
-        with amp:
+        with self.autocast():
+            if self._features_in:
+                return self.model.logits_from_image_features(self.mb_x)
             return self.model(self.mb_x)
 
     def eval_epoch(self, **kwargs):

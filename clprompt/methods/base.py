@@ -83,14 +83,51 @@ class PromptMethod(torch.nn.Module):
             self._text_cache[key] = self.class_text_features(key)
         return self._text_cache[key]
 
+    @property
+    def frozen_image_side(self) -> bool:
+        """True when ``image_features`` is the frozen tower's output (what the feature cache may store)."""
+        return True
+
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen tower's normalized features (what the feature cache stores): [B, 3, H, W] -> [B, d]."""
+        return self.clip.encode_image(images)
+
     def forward(self, images: torch.Tensor, candidate_classes: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Logits over all classes, [B, n_classes]; -inf outside the candidate classes."""
         if candidate_classes is not None:
             self.set_candidate_classes(candidate_classes)
+        return self.logits_from_image_features(self.image_features(images))
+
+    def logits_from_image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits [B, n_classes] from normalized image features [B, d] (the images' or the cache's)."""
+        self.last_image_features = image
         text = self.candidate_text_features()
         self.last_text_features = text
-        image = self.image_features(images)
-        scores = self.clip.logit_scale * image @ text.to(image.dtype).t()
-        logits = scores.new_full((images.shape[0], self.n_classes), float("-inf"))
-        logits[:, torch.tensor(self.candidate_classes, device=logits.device)] = scores
+        return self.scatter_candidates(self.clip.logit_scale * image @ text.to(image.dtype).t())
+
+    def candidate_index(self, device: torch.device) -> torch.Tensor:
+        """The candidate classes as a long tensor on ``device`` (made once per class set and device)."""
+        key = (tuple(self.candidate_classes), str(device))
+        cache = self.__dict__.setdefault("_candidate_index", {})
+        if key not in cache:
+            with torch.inference_mode(False):  # made in an evaluation, used by training too
+                cache[key] = torch.tensor(self.candidate_classes, device=device)
+        return cache[key]
+
+    def candidate_rows(self, targets: torch.Tensor) -> torch.Tensor:
+        """Each target's row among the candidate classes (a lookup on the device, no host sync)."""
+        key = (tuple(self.candidate_classes), str(targets.device), "rows")
+        cache = self.__dict__.setdefault("_candidate_index", {})
+        if key not in cache:
+            with torch.inference_mode(False):
+                lookup = torch.full((self.n_classes,), -1, dtype=torch.long, device=targets.device)
+                lookup[torch.tensor(self.candidate_classes, device=targets.device)] = torch.arange(
+                    len(self.candidate_classes), device=targets.device)
+                cache[key] = lookup
+        return cache[key][targets]
+
+    def scatter_candidates(self, scores: torch.Tensor) -> torch.Tensor:
+        """[B, len(candidates)] scores -> [B, n_classes] logits, -inf outside the candidates."""
+        logits = scores.new_full((scores.shape[0], self.n_classes), float("-inf"))
+        logits[:, self.candidate_index(logits.device)] = scores
         return logits

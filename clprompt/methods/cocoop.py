@@ -28,13 +28,9 @@ class CoCoOp(PromptTuning):
             torch.nn.Linear(max(1, image_dim // reduction), text_width),
         )
 
-    def forward(self, images: torch.Tensor, candidate_classes=None) -> torch.Tensor:
-        if candidate_classes is not None:
-            self.set_candidate_classes(candidate_classes)
-        image = self.image_features(images)
+    def logits_from_image_features(self, image: torch.Tensor) -> torch.Tensor:
+        self.last_image_features = image
         shifts = self.meta_net(image.float())
         scores = torch.stack([self.clip.logit_scale * image[b] @ self.class_text_features(
             self.candidate_classes, context_shift=shifts[b]).t().to(image.dtype) for b in range(len(image))])
-        logits = scores.new_full((images.shape[0], self.n_classes), float("-inf"))
-        logits[:, torch.tensor(self.candidate_classes, device=logits.device)] = scores
-        return logits
+        return self.scatter_candidates(scores)

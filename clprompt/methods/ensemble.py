@@ -64,6 +64,19 @@ class Ensemble(PromptMethod):
         for member in self.members:
             member.clear_text_cache()
 
+    @property
+    def frozen_image_side(self) -> bool:
+        return all(member.frozen_image_side for member in self.members)
+
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.members[0].frozen_image_features(images)
+
+    def logits_from_image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """As ``forward``, from the frozen image features the members share."""
+        if self.training:
+            return self.members[self.active].logits_from_image_features(image)
+        return torch.stack([member.logits_from_image_features(image) for member in self.members]).mean(dim=0)
+
     def forward(self, images: torch.Tensor, candidate_classes=None) -> torch.Tensor:
         """Training: the active member's logits. Evaluation: the mean of every member's logits."""
         if candidate_classes is not None:

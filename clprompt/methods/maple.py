@@ -54,6 +54,10 @@ class MaPLe(PromptTuning):
                                                      prompt_positions=self.context_index[ids])
         return F.normalize(features, dim=-1)
 
+    @property
+    def frozen_image_side(self) -> bool:
+        return False
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         visual = [coupling(prompts) for coupling, prompts in zip(self.coupling, self.text_prompts())]
         features = self.clip.encode_image_with_prompts(images, visual)

@@ -76,27 +76,51 @@ class PromptTuning(PromptMethod):
 
         context_shift: [width] added to every context vector (CoCoOp's image-conditioned bias).
         """
-        ids = torch.as_tensor(list(class_ids), device=self.prompt_tokens.device)
-        with torch.no_grad():
-            embeddings = self.clip.embed_tokens(self.prompt_tokens[ids]).float()
+        class_ids = [int(c) for c in class_ids]
+        layout = self._class_set_layout(class_ids)
+        embeddings = layout["embeddings"]
         context = self.context.vectors(class_ids)
         if context is not None and context_shift is not None:
             context = context + context_shift
         if context is not None:
-            rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(self.context_index[ids])
-            embeddings = embeddings.index_put((rows, self.context_index[ids]), context.to(embeddings.dtype))
+            embeddings = embeddings.index_put(layout["context_index"], context.to(embeddings.dtype))
         labels = self.labels.vectors(class_ids) if learned_labels else None
         if labels is not None and any(v is not None for v in labels):
-            rows, cols, values = [], [], []
-            for row, (c, vectors) in enumerate(zip(class_ids, labels)):
-                if vectors is not None:
-                    positions = self.label_index[int(c)][: vectors.shape[0]]
+            lengths = tuple(None if v is None else int(v.shape[0]) for v in labels)
+            index = self._label_scatter_index(class_ids, lengths, embeddings.device)
+            embeddings = embeddings.index_put(index, torch.cat([v for v in labels if v is not None]).to(embeddings.dtype))
+        return embeddings
+
+    def _class_set_layout(self, class_ids: list[int]) -> dict:
+        """Per class set (made once): the prompts' frozen word embeddings [C, L, width] and the context's
+        (row, position) index. Plain tensors made outside inference mode, as training reads them."""
+        device = self.prompt_tokens.device
+        key = (tuple(class_ids), str(device))
+        layouts = self.__dict__.setdefault("_layouts", {})
+        if key not in layouts:
+            with torch.inference_mode(False), torch.no_grad():
+                ids = torch.as_tensor(class_ids, device=device)
+                positions = self.context_index[ids]
+                rows = torch.arange(len(ids), device=device)[:, None].expand_as(positions)
+                layouts[key] = {"embeddings": self.clip.embed_tokens(self.prompt_tokens[ids]).float(),
+                                "context_index": (rows, positions)}
+        return layouts[key]
+
+    def _label_scatter_index(self, class_ids: list[int], lengths: tuple, device) -> tuple:
+        """(rows, positions) of the learned label vectors, in the order they are concatenated (made once
+        per class set and set of learned lengths)."""
+        key = (tuple(class_ids), lengths, str(device))
+        indices = self.__dict__.setdefault("_label_indices", {})
+        if key not in indices:
+            rows, cols = [], []
+            for row, (c, n) in enumerate(zip(class_ids, lengths)):
+                if n is not None:
+                    positions = self.label_index[c][:n]
                     rows += [row] * len(positions)
                     cols += positions
-                    values.append(vectors)
-            index = (torch.tensor(rows, device=ids.device), torch.tensor(cols, device=ids.device))
-            embeddings = embeddings.index_put(index, torch.cat(values).to(embeddings.dtype))
-        return embeddings
+            with torch.inference_mode(False):
+                indices[key] = (torch.tensor(rows, device=device), torch.tensor(cols, device=device))
+        return indices[key]
 
     def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True,
                             context_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -118,6 +142,10 @@ class PromptTuning(PromptMethod):
             with torch.no_grad():
                 self._frozen_text_cache[key] = self.class_text_features(key)
         return self._frozen_text_cache[key]
+
+    @property
+    def frozen_image_side(self) -> bool:
+        return self.visual is None
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         if self.visual is None:
