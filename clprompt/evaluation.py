@@ -72,7 +72,7 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         task = strategy.experience.current_experience
         predictions = strategy.mb_output.argmax(dim=1)
         counts = self._counts[task]
-        counts[0] += int((predictions == strategy.mb_y).sum())
+        counts[0] = counts[0] + (predictions == strategy.mb_y).sum()  # stays on the device: no sync per batch
         counts[1] += int(strategy.mb_y.shape[0])
         self._bar.update(int(strategy.mb_y.shape[0]))
 
@@ -82,6 +82,6 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
             return
         row = self.n_trained - 1
         for task, (correct, total) in self._counts.items():
-            self.matrix[row, task] = correct / total if total else np.nan
+            self.matrix[row, task] = int(correct) / total if total else np.nan
         log.info("after experience %d: %s", row + 1,
                  " ".join(f"{100 * a:.2f}" for a in self.matrix[row]))

@@ -26,17 +26,37 @@ class LabelAlignmentLoss(torch.nn.Module):
         self.kd_weight, self.kd_temperature = kd_weight, kd_temperature
 
     def weight_consolidation(self, method) -> torch.Tensor:
-        terms = [(parameter - method.labels.initial_vectors(int(c)).detach()).pow(2).sum()
+        terms = [(parameter - self._initial(method, int(c))).pow(2).sum()
                  for c, parameter in method.labels.embeddings.items() if parameter.requires_grad]
         return torch.stack(terms).sum() if terms else torch.zeros((), device=method.device)
+
+    def _initial(self, method, class_id: int) -> torch.Tensor:
+        """A class's initial label embeddings (its name's word embeddings: frozen, so computed once)."""
+        initial = self.__dict__.setdefault("_initial_vectors", {})
+        if class_id not in initial:
+            with torch.inference_mode(False), torch.no_grad():
+                initial[class_id] = method.labels.initial_vectors(class_id).detach()
+        return initial[class_id]
+
+    def _name_features(self, method, candidates) -> torch.Tensor:
+        """The candidates' text features with their names in place of the learned labels. Constant when the
+        context is not trained (LAMM): then computed once per class set; else every step (CoOp+LAMM)."""
+        context_trained = any(p.requires_grad for p in method.context.parameters())
+        if context_trained:
+            with torch.no_grad():
+                return method.class_text_features(candidates, learned_labels=False)
+        cache = self.__dict__.setdefault("_names", {})
+        key = tuple(candidates)
+        if key not in cache:
+            with torch.inference_mode(False), torch.no_grad():
+                cache[key] = method.class_text_features(candidates, learned_labels=False)
+        return cache[key]
 
     def forward(self, method, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         candidates = method.candidate_classes
         learned = method.last_text_features
-        with torch.no_grad():
-            names = method.class_text_features(candidates, learned_labels=False)
-        position = {c: i for i, c in enumerate(candidates)}
-        rows = torch.tensor([position[int(y)] for y in targets], device=learned.device)
+        names = self._name_features(method, candidates)
+        rows = method.candidate_rows(targets)
         loss_cos = (1 - (learned[rows] * names[rows]).sum(dim=1)).mean()
         image = method.last_image_features.float()
         scale = method.clip.logit_scale
