@@ -238,3 +238,24 @@ def test_a_sweep_shares_features_across_methods_and_shot_draws(tmp_path, monkeyp
     assert second["feature_cache"]["misses"] == 0  # same images, views and test set: all hits
     key_files = list((tmp_path / "cache").rglob("key.json"))
     assert key_files and all("encoder" in json.loads(path.read_text()) for path in key_files)
+
+
+def test_dataset_fingerprint_is_the_images_not_the_labels(tmp_path):
+    from PIL import Image
+
+    from scenarios.image_folder_dataset import ImageFileDataset
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    same = ArrayImageDataset(pixels.copy(), [0, 1, 2]).fingerprint()
+    assert ArrayImageDataset(pixels, [2, 2, 2]).fingerprint() == same  # relabelled: the same images
+    changed = pixels.copy()
+    changed[1, 0, 0, 0] ^= 1
+    assert ArrayImageDataset(changed, [0, 1, 2]).fingerprint() != same  # one pixel differs
+    assert RelabeledSubset(ArrayImageDataset(pixels, [0, 1, 2]), [2, 0], [0, 0]).sample_ids() == [2, 0]
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels[i]).save(paths[-1])
+    files = ImageFileDataset(paths, [0, 1]).fingerprint()
+    assert ImageFileDataset(list(reversed(paths)), [0, 1]).fingerprint() != files
+    assert files != same
