@@ -82,7 +82,9 @@ class SampleViews:
         if not self.random:
             return self.transform(image)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed(self.seed, index, self.view))
+            # the CPU generator only: torch.manual_seed also queues a seed for every lazy accelerator
+            # backend, formatting a stack trace each time (some 1 ms an image); the draws are the same
+            torch.default_generator.manual_seed(view_seed(self.seed, index, self.view))
             return self.transform(image)
 
     def identity(self) -> dict:
