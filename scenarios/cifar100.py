@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -62,16 +62,26 @@ def load_cifar100(root: str, download: bool = False):
     return train_images, train_labels, test_images, test_labels, names
 
 
-def split_cifar100(root: str, download: bool = False, n_experiences: int = 10,
-                   class_order_seed: Optional[int] = 1993, class_order: Optional[Sequence[int]] = None,
+def split_cifar100(root: str, download: bool = False, n_experiences: Optional[int] = 10,
+                   class_order_seed: Optional[int] = 1993,
+                   class_order: Optional[Union[str, Sequence[int]]] = None, initial_classes: int = 0,
+                   increment: Optional[int] = None, template: Optional[str] = None,
                    train_transform: Optional[Callable] = None,
                    eval_transform: Optional[Callable] = None) -> TaskStream:
-    """Class-incremental Split-CIFAR-100 (10 experiences of 10 classes by default)."""
+    """Class-incremental Split-CIFAR-100 (10 experiences of 10 classes by default).
+
+    ``class_order``: ``icarl`` (seed 1993), ``continual_clip`` (Continual-CLIP / ZSCL's fixed order) or a
+    list; ``initial_classes`` / ``increment``: the B-Inc settings (B0-Inc10, B50-Inc10, ...);
+    ``template``: the prompt template for methods whose template is "scenario" (Continual-CLIP: "a bad
+    photo of a {}."; default "a photo of a {}.").
+    """
     train_images, train_labels, test_images, test_labels, names = load_cifar100(root, download)
     return class_incremental_stream(
         "split_cifar100",
         ArrayImageDataset(train_images, train_labels, train_transform),
         ArrayImageDataset(test_images, test_labels, eval_transform),
         names, n_experiences, class_order_seed, class_order,
-        description={"dataset": "CIFAR-100", "root": str(Path(root).expanduser() / FOLDER)},
+        description={"dataset": "CIFAR-100", "root": str(Path(root).expanduser() / FOLDER),
+                     **({"template": template} if template else {})},
+        initial_classes=initial_classes, increment=increment,
     )

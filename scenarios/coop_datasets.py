@@ -64,7 +64,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -516,9 +516,10 @@ def load_coop_dataset(dataset: str, root: str, split_seed: int = 1) -> CoopData:
     return CoopData(splits=splits, class_names=[clean_class_name(n) for n in names], description=description)
 
 
-def coop_stream(dataset: str, root: str, download: bool = False, split_seed: int = 1, n_experiences: int = 1,
-                class_order_seed: Optional[int] = None, class_order: Optional[Sequence[int]] = None,
-                train_transform: Optional[Callable] = None,
+def coop_stream(dataset: str, root: str, download: bool = False, split_seed: int = 1,
+                n_experiences: Optional[int] = 1, class_order_seed: Optional[int] = None,
+                class_order: Optional[Union[str, Sequence[int]]] = None, initial_classes: int = 0,
+                increment: Optional[int] = None, train_transform: Optional[Callable] = None,
                 eval_transform: Optional[Callable] = None) -> TaskStream:
     """One of CoOp's 11 datasets as a class-incremental stream with train, valid and test splits.
 
@@ -544,5 +545,5 @@ def coop_stream(dataset: str, root: str, download: bool = False, split_seed: int
     return class_incremental_stream(
         spec.config, dataset_of("train", train_transform), dataset_of("test", eval_transform), data.class_names,
         n_experiences, class_order_seed, class_order, description=data.description,
-        valid=dataset_of("val", eval_transform),
+        valid=dataset_of("val", eval_transform), initial_classes=initial_classes, increment=increment,
     )

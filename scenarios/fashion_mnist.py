@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -84,8 +84,10 @@ def load_fashion_mnist(root: Optional[str], download: bool = False):
     )
 
 
-def split_fashion_mnist(root: Optional[str] = None, download: bool = False, n_experiences: int = 5,
-                        class_order_seed: Optional[int] = None, class_order: Optional[Sequence[int]] = None,
+def split_fashion_mnist(root: Optional[str] = None, download: bool = False, n_experiences: Optional[int] = 5,
+                        class_order_seed: Optional[int] = None,
+                        class_order: Optional[Union[str, Sequence[int]]] = None, initial_classes: int = 0,
+                        increment: Optional[int] = None,
                         train_transform: Optional[Callable] = None,
                         eval_transform: Optional[Callable] = None) -> TaskStream:
     """Class-incremental Split-Fashion-MNIST (5 experiences of 2 classes by default)."""
@@ -96,4 +98,5 @@ def split_fashion_mnist(root: Optional[str] = None, download: bool = False, n_ex
         ArrayImageDataset(test_images, test_labels, eval_transform),
         CLASS_NAMES, n_experiences, class_order_seed, class_order,
         description={"dataset": "Fashion-MNIST", "root": str(folder)},
+        initial_classes=initial_classes, increment=increment,
     )

@@ -10,7 +10,7 @@ ourselves and hand Avalanche one dataset per experience (``benchmark_from_datase
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
@@ -43,6 +43,7 @@ class TaskStream:
     description: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)
     class_order_seed: Optional[int] = None
+    tasks: Optional[list] = None    # a task sequence's member names (scenarios.sequences), else None
 
     @property
     def n_experiences(self) -> int:
@@ -53,27 +54,64 @@ class TaskStream:
                 **description) -> "TaskStream":
         """The same stream with another training set and/or another partition of the classes.
 
-        Unchanged arguments keep their values; ``class_order`` given drops the seeded order. Extra keyword
+        Unchanged arguments keep their values (the partition too: a B50-Inc10 stream stays one);
+        ``class_order`` given drops the seeded order, ``n_experiences`` given cuts it evenly. Extra keyword
         arguments are added to the description.
         """
+        if self.tasks is not None:
+            raise StreamConfigError(
+                f"{self.name} is a sequence of tasks ({', '.join(self.tasks)}): the few-shot, noisy-label, UPL and "
+                "base-to-new protocols redraw one task's training set and do not apply to it; use protocol=standard "
+                "(a sandbox member's training images per class: scenario.tasks.<name>.train_per_class)")
         seed = None if class_order is not None else self.class_order_seed
         order = class_order if class_order is not None else self.description.get("class_order")
+        same_partition = n_experiences is None and class_order is None
+        increment = self.description.get("increment") if same_partition else None
         record = {k: v for k, v in self.description.items() if k not in _DERIVED_KEYS}
         record.update(description)
         return class_incremental_stream(
             self.name, train if train is not None else self.splits["train"], self.splits["test"],
-            self.class_names, n_experiences or self.n_experiences, seed, order, record,
-            valid=self.splits.get("valid"), allow_missing_train_classes=allow_missing_train_classes)
+            self.class_names, None if increment else (n_experiences or self.n_experiences), seed, order, record,
+            valid=self.splits.get("valid"), allow_missing_train_classes=allow_missing_train_classes,
+            initial_classes=self.description.get("initial_classes", 0) if increment else 0, increment=increment)
+
+
+# Named class orders. "icarl" is the order iCaRL-style code bases (PyCIL) derive from seed 1993, the
+# default; "continual_clip" is the fixed CIFAR-100 order shared by Continual-CLIP, ZSCL, MoE-Adapters and
+# RAPF (it starts 87, 0, 52: the list DER / PODNet published).
+CONTINUAL_CLIP_CIFAR100 = [
+    87, 0, 52, 58, 44, 91, 68, 97, 51, 15, 94, 92, 10, 72, 49, 78, 61, 14, 8, 86,
+    84, 96, 18, 24, 32, 45, 88, 11, 4, 67, 69, 66, 77, 47, 79, 93, 29, 50, 57, 83,
+    17, 81, 41, 12, 37, 59, 25, 20, 80, 73, 1, 28, 6, 46, 62, 82, 53, 9, 31, 75,
+    38, 63, 33, 74, 27, 22, 36, 3, 16, 21, 60, 19, 70, 90, 89, 43, 5, 42, 65, 76,
+    40, 30, 23, 85, 2, 95, 56, 48, 71, 64, 98, 13, 99, 7, 34, 55, 54, 26, 35, 39,
+]
+NAMED_ORDERS = {"icarl": "numpy RandomState(1993).permutation, the default seed",
+                "continual_clip": "Continual-CLIP / ZSCL / MoE-Adapters / RAPF's CIFAR-100 order (100 classes)"}
 
 
 def make_class_order(n_classes: int, seed: Optional[int] = None,
-                     class_order: Optional[Sequence[int]] = None) -> list[int]:
+                     class_order: Optional[Union[str, Sequence[int]]] = None) -> list[int]:
     """The order in which classes enter the stream.
 
-    An explicit ``class_order`` wins and must be a permutation of ``range(n_classes)``. Otherwise a seed
-    shuffles the classes with numpy's legacy generator, ``RandomState(seed).permutation`` (the order
-    iCaRL-style code bases derive from seed 1993); no seed keeps the dataset's own order.
+    ``class_order``: a name of ``NAMED_ORDERS`` or an explicit permutation of ``range(n_classes)``; it
+    wins over the seed. Otherwise a seed shuffles the classes with numpy's legacy generator,
+    ``RandomState(seed).permutation`` (the order iCaRL-style code bases derive from seed 1993); no seed
+    keeps the dataset's own order.
     """
+    if isinstance(class_order, str):
+        if class_order == "icarl":
+            return np.random.RandomState(1993).permutation(n_classes).tolist()
+        if class_order == "continual_clip":
+            if n_classes != len(CONTINUAL_CLIP_CIFAR100):
+                raise StreamConfigError(
+                    f"scenario.class_order=continual_clip is CIFAR-100's order (100 classes) but this dataset has "
+                    f"{n_classes}; use scenario.class_order=icarl, an explicit list, or scenario.class_order_seed")
+            return list(CONTINUAL_CLIP_CIFAR100)
+        raise StreamConfigError(
+            f"scenario.class_order={class_order!r} is not a named order; choose one of "
+            + ", ".join(f"{name} ({what})" for name, what in NAMED_ORDERS.items())
+            + ", or give a list of class ids")
     if class_order is not None:
         order = [int(c) for c in class_order]
         missing = sorted(set(range(n_classes)) - set(order))
@@ -81,8 +119,8 @@ def make_class_order(n_classes: int, seed: Optional[int] = None,
         repeated = sorted({c for c in order if order.count(c) > 1})
         if missing or extra or repeated:
             raise StreamConfigError(
-                f"class_order must list each of the {n_classes} class ids 0..{n_classes - 1} exactly once; "
-                f"missing: {missing}, out of range: {extra}, repeated: {repeated}"
+                f"scenario.class_order must list each of the {n_classes} class ids 0..{n_classes - 1} exactly "
+                f"once; missing: {missing}, out of range: {extra}, repeated: {repeated}"
             )
         return order
     if seed is None:
@@ -90,21 +128,46 @@ def make_class_order(n_classes: int, seed: Optional[int] = None,
     return np.random.RandomState(seed).permutation(n_classes).tolist()
 
 
-def split_classes(class_order: Sequence[int], n_experiences: int) -> list[list[int]]:
-    """Cut the class order into ``n_experiences`` consecutive groups, losing none.
+def split_classes(class_order: Sequence[int], n_experiences: Optional[int] = None, initial_classes: int = 0,
+                  increment: Optional[int] = None) -> list[list[int]]:
+    """Cut the class order into consecutive groups, losing none.
 
-    When the classes don't divide evenly, the first ``len(class_order) % n_experiences`` experiences
-    take one class more (100 classes in 7 experiences: 15, 15, 14, 14, 14, 14, 14).
+    Either ``n_experiences`` equal groups (when the classes don't divide evenly, the first
+    ``len(class_order) % n_experiences`` take one class more: 100 classes in 7 experiences are 15, 15, 14,
+    14, 14, 14, 14), or the B-Inc settings: ``initial_classes`` B in the first experience (0: none of its
+    own) and then ``increment`` classes per experience (B0-Inc10: 10 of 10; B50-Inc10: 50, then 5 of 10).
     """
     n_classes = len(class_order)
-    if not 1 <= n_experiences <= n_classes:
-        raise StreamConfigError(
-            f"n_experiences must be between 1 and the number of classes ({n_classes}), got {n_experiences}"
-        )
-    base, extra = divmod(n_classes, n_experiences)
+    if increment is not None:
+        if not 1 <= increment <= n_classes:
+            raise StreamConfigError(f"scenario.increment={increment} must be between 1 and the {n_classes} classes")
+        if not 0 <= initial_classes < n_classes:
+            raise StreamConfigError(
+                f"scenario.initial_classes={initial_classes} must be between 0 and {n_classes - 1} (the classes of "
+                "the first experience; 0 for none of its own)")
+        rest = n_classes - initial_classes
+        if rest % increment:
+            raise StreamConfigError(
+                f"scenario.increment={increment} does not divide the {rest} classes after "
+                f"scenario.initial_classes={initial_classes} (of {n_classes}); choose an increment that divides {rest}"
+                ", or set scenario.increment=null and scenario.n_experiences")
+        sizes = ([initial_classes] if initial_classes else []) + [increment] * (rest // increment)
+        if n_experiences is not None and n_experiences != len(sizes):
+            raise StreamConfigError(
+                f"scenario.n_experiences={n_experiences} contradicts scenario.initial_classes={initial_classes} and "
+                f"scenario.increment={increment} ({len(sizes)} experiences); set scenario.n_experiences=null")
+    else:
+        if initial_classes:
+            raise StreamConfigError(f"scenario.initial_classes={initial_classes} needs scenario.increment (the classes "
+                                    "of each later experience)")
+        if n_experiences is None or not 1 <= n_experiences <= n_classes:
+            raise StreamConfigError(
+                f"scenario.n_experiences must be between 1 and the number of classes ({n_classes}), got {n_experiences}"
+            )
+        base, extra = divmod(n_classes, n_experiences)
+        sizes = [base + (1 if index < extra else 0) for index in range(n_experiences)]
     groups, start = [], 0
-    for index in range(n_experiences):
-        size = base + (1 if index < extra else 0)
+    for size in sizes:
         groups.append(list(class_order[start:start + size]))
         start += size
     return groups
@@ -129,20 +192,22 @@ def experience_benchmark(splits: dict, groups: Sequence[Sequence[int]]):
     return with_classes_timeline(benchmark_from_datasets(**streams))
 
 
-_DERIVED_KEYS = ("name", "n_classes", "n_experiences", "class_order_seed", "class_order", "experience_classes",
-                 "n_train", "n_valid", "n_test")
+_DERIVED_KEYS = ("name", "n_classes", "n_experiences", "class_order_seed", "class_order", "class_order_name",
+                 "initial_classes", "increment", "experience_classes", "n_train", "n_valid", "n_test")
 
 
 def class_incremental_stream(name: str, train: Dataset, test: Dataset, class_names: Sequence[str],
                              n_experiences: int, class_order_seed: Optional[int] = None,
                              class_order: Optional[Sequence[int]] = None,
                              description: Optional[dict] = None, valid: Optional[Dataset] = None,
-                             allow_missing_train_classes: bool = False) -> TaskStream:
+                             allow_missing_train_classes: bool = False, initial_classes: int = 0,
+                             increment: Optional[int] = None) -> TaskStream:
     """Build a class-incremental Avalanche benchmark over ``train`` / ``test`` (and ``valid``, if given).
 
     The datasets carry integer labels in ``.targets``, with every class of ``class_names`` present in each
     (``allow_missing_train_classes``: the training set may lack some, as a pseudo-labelled one can).
     The benchmark has ``train_stream`` and ``test_stream``, and ``valid_stream`` when ``valid`` is given.
+    The classes are cut by ``n_experiences`` or by ``initial_classes`` / ``increment`` (``split_classes``).
     """
     n_classes = len(class_names)
     splits = {"train": train, "test": test} if valid is None else {"train": train, "valid": valid, "test": test}
@@ -158,11 +223,13 @@ def class_incremental_stream(name: str, train: Dataset, test: Dataset, class_nam
         if present - set(range(n_classes)):
             raise StreamConfigError(f"{name}: {split} labels outside 0..{n_classes - 1}")
     order = make_class_order(n_classes, class_order_seed, class_order)
-    groups = split_classes(order, n_experiences)
+    groups = split_classes(order, n_experiences, initial_classes, increment)
     benchmark = experience_benchmark(splits, groups)
     record = dict(description or {})
-    record.update(name=name, n_classes=n_classes, n_experiences=n_experiences,
+    record.update(name=name, n_classes=n_classes, n_experiences=len(groups),
                   class_order_seed=class_order_seed, class_order=order,
+                  class_order_name=class_order if isinstance(class_order, str) else None,
+                  initial_classes=initial_classes if increment else 0, increment=increment,
                   experience_classes=groups, **{f"n_{split}": len(data) for split, data in splits.items()})
     return TaskStream(name=name, benchmark=benchmark, class_names=list(class_names),
                       experience_classes=groups, description=record, splits=splits,

@@ -6,7 +6,7 @@ milliseconds. It is test data and says so in its name; no run falls back to it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -35,7 +35,9 @@ def colour_images(n_classes: int, per_class: int, image_size: int, seed: int):
 
 def tiny_colors_stream(n_classes: int = 6, n_experiences: int = 3, train_per_class: int = 4,
                        test_per_class: int = 4, image_size: int = 32, seed: int = 0,
-                       class_order_seed: Optional[int] = None, class_order: Optional[Sequence[int]] = None,
+                       class_order_seed: Optional[int] = None,
+                       class_order: Optional[Union[str, Sequence[int]]] = None, initial_classes: int = 0,
+                       increment: Optional[int] = None,
                        train_transform: Optional[Callable] = None,
                        eval_transform: Optional[Callable] = None) -> TaskStream:
     train_images, train_labels, names = colour_images(n_classes, train_per_class, image_size, seed)
@@ -46,4 +48,5 @@ def tiny_colors_stream(n_classes: int = 6, n_experiences: int = 3, train_per_cla
         ArrayImageDataset(test_images, test_labels, eval_transform),
         names, n_experiences, class_order_seed, class_order,
         description={"dataset": "tiny_colors (generated test data)", "seed": seed},
+        initial_classes=initial_classes, increment=increment,
     )

@@ -9,7 +9,7 @@ always gives the same pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -87,8 +87,9 @@ def render_split(task: SandboxTask, per_class: int, seed: int, image_size: int =
 
 def sandbox_stream(task: str = "split_shapes", n_experiences: int = 1, train_per_class: int = 100,
                    valid_per_class: int = 20, test_per_class: int = 50, seed: int = 0, image_size: int = 32,
-                   class_order_seed: Optional[int] = None, class_order: Optional[Sequence[int]] = None,
-                   train_transform: Optional[Callable] = None,
+                   class_order_seed: Optional[int] = None,
+                   class_order: Optional[Union[str, Sequence[int]]] = None, initial_classes: int = 0,
+                   increment: Optional[int] = None, train_transform: Optional[Callable] = None,
                    eval_transform: Optional[Callable] = None) -> TaskStream:
     """A sandbox task as an Avalanche stream with train / valid / test (one experience for single tasks)."""
     if task not in TASKS:
@@ -104,4 +105,5 @@ def sandbox_stream(task: str = "split_shapes", n_experiences: int = 1, train_per
         description={"dataset": f"sandbox/{task}", "style": definition.style, "seed": seed,
                      "per_class": {"train": train_per_class, "valid": valid_per_class, "test": test_per_class},
                      **definition.notes},
+        initial_classes=initial_classes, increment=increment,
     )
