@@ -31,9 +31,11 @@ def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
         path.write_bytes(payload)
 
 
-def write_fashion_mnist(root: Path, train_per_class: int = 3, test_per_class: int = 2, gz: bool = True) -> Path:
-    """A small Fashion-MNIST in torchvision's layout (<root>/FashionMNIST/raw), 10 classes."""
-    folder = root / "FashionMNIST" / "raw"
+def write_fashion_mnist(root: Path, train_per_class: int = 3, test_per_class: int = 2, gz: bool = True,
+                        folder_name: str = "FashionMNIST") -> Path:
+    """A small Fashion-MNIST (or, with folder_name="MNIST", MNIST) in torchvision's layout
+    (<root>/<folder_name>/raw), 10 classes."""
+    folder = root / folder_name / "raw"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for split, per_class, prefix in (("train", train_per_class, "train"), ("test", test_per_class, "t10k")):
