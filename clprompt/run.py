@@ -203,7 +203,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
         optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
-        views=views,
+        views=views, train_classes=cfg.train.classes,
     )
     loader_args = loader_arguments(cfg.data.num_workers, device)
     strategy.features, cache, cache_record = build_features(cfg, method, stream, backbone, strategy, device,

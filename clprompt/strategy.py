@@ -30,6 +30,8 @@ from clprompt.methods.base import PromptMethod
 
 log = logging.getLogger(__name__)
 
+TRAIN_CLASSES = ("experience", "seen")
+
 
 def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
     """The AMP dtype for ``precision`` (auto | fp32 | bf16 | fp16): auto is bf16 on CUDA, none on CPU."""
@@ -48,7 +50,7 @@ class PromptStrategy(SupervisedTemplate):
                  eval_mb_size: int = 256, device: torch.device = torch.device("cpu"),
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
                  loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
-                 precision: str = "auto", views=None, features=None):
+                 precision: str = "auto", views=None, features=None, train_classes: str = "experience"):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
@@ -58,6 +60,10 @@ class PromptStrategy(SupervisedTemplate):
             device=device, plugins=list(plugins) + list(method.plugins()),
             evaluator=evaluator, eval_every=-1,
         )
+        if train_classes not in TRAIN_CLASSES:
+            raise ConfigValueError(f"train.classes={train_classes!r}; choose experience (rank against the experience's "
+                                   "own classes, the papers' recipe) or seen (against every class seen so far)")
+        self.train_classes = train_classes
         self.optimizer_factory = optimizer_factory
         self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
         self.amp_dtype = autocast_dtype(torch.device(device), precision)
@@ -99,8 +105,11 @@ class PromptStrategy(SupervisedTemplate):
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)
-        # trained over the classes of the experience at hand
-        self.model.set_candidate_classes(self.experience.classes_in_this_experience)
+        # the loss ranks the experience's classes (train.classes=experience), or all seen so far (seen): old
+        # classes then compete with their frozen labels / features, against the recency bias
+        classes = (self.experience.classes_seen_so_far if self.train_classes == "seen"
+                   else self.experience.classes_in_this_experience)
+        self.model.set_candidate_classes(sorted(classes))
 
     def epoch_learning_rate(self, base_lr: float, epoch: int) -> float:
         """CoOp's schedule: ``warmup_epochs`` at the constant ``warmup_lr``, then cosine over all epochs."""
