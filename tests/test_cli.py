@@ -101,3 +101,15 @@ def test_training_only_in_the_warm_up_is_refused_with_the_two_keys(tmp_path):
     assert "train.epochs=1 is not larger than train.warmup_epochs=1" in done.stderr
     assert "train.warmup_epochs=0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["scenario.n_experiences=null", "scenario.increment=4"], "scenario.increment=4 does not divide the 6 classes"),
+    (["scenario.class_order=nope"], "scenario.class_order='nope' is not a named order"),
+])
+def test_a_partition_that_does_not_fit_is_refused_and_nothing_is_written(tmp_path, overrides, message):
+    out = tmp_path / "run"
+    done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=zeroshot", *overrides, f"hydra.run.dir={out}")
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (out / "results.json").exists() and not (out / "accuracy_matrix.csv").exists()
