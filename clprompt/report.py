@@ -28,9 +28,14 @@ METRICS = ("last", "avg", "forgetting", "bwt", "transfer", "base", "new", "hm")
 BASE_TO_NEW_METRICS = ("base", "new", "hm")
 PSEUDO_LABEL_ACCURACY = "pseudo_label_accuracy"  # percent, from experiment.pseudo_labels.accuracy
 REALISED_NOISE_RATE = "realised_noise_rate"      # percent, from experiment.noise.realised_rate
-COLUMN_AXES = ("shots", "noise", "protocol", "dataset")
+COLUMN_AXES = ("shots", "noise", "protocol", "dataset", "metric")
 # Settings that, when they differ between the runs of one cell, are added to the row label.
-SETTINGS = ("shots", "noise", "protocol", "ensemble", "model")
+SETTINGS = ("shots", "noise", "protocol", "ensemble", "model", "eval", "train_classes")
+# The continual-learning table (--columns metric): one column per metric, a run's value under METRIC_VALUE.
+CONTINUAL_METRICS = ("last", "avg", "forgetting", "bwt", "transfer")
+METRIC = "metric"
+METRIC_VALUE = "metric_value"
+EVAL_LABELS = {"class_incremental": "class-IL", "task_incremental": "task-IL"}
 PROTOCOL_ORDER = ("standard", "few_shot", "noisy", "upl", "robust_upl", "base_to_new")
 PSEUDO_LABEL_PROTOCOLS = {"upl": "UPL", "robust_upl": "Robust UPL"}
 PROTOCOL_LOSS = {"robust_upl": "gce"}  # the loss a protocol implies (configs/protocol); others: ce
@@ -45,6 +50,7 @@ TITLES = {
     "last": "last accuracy", "avg": "average incremental accuracy", "forgetting": "forgetting",
     "bwt": "backward transfer", "transfer": "transfer", "base": "base", "new": "new",
     "hm": "harmonic mean (H)", PSEUDO_LABEL_ACCURACY: "pseudo-label accuracy",
+    METRIC_VALUE: "continual-learning metrics",
     REALISED_NOISE_RATE: "realised noise rate", BASE_TO_NEW: "base-to-new accuracy",
 }
 
@@ -112,6 +118,8 @@ def run_record(results: dict) -> dict:
         "seed": seed if seed is not None else results.get("seed"),
         "training_seed": results.get("seed"),
         "base_to_new": is_base_to_new(results),
+        "eval": EVAL_LABELS.get(results.get("protocol") or "class_incremental", results.get("protocol")),
+        "train_classes": (config.get("train") or {}).get("classes") or "experience",
     }
     record.update({name: metrics.get(name) for name in METRICS})
     record[PSEUDO_LABEL_ACCURACY] = pseudo.get("accuracy") if pseudo.get("selection", "none") != "none" else None
@@ -143,6 +151,10 @@ def axis_sort_key(axis: str, record: dict) -> tuple:
         return (0 if record["method_name"] == "zeroshot" else 1,)
     if axis == CLASSES:
         return (list(CLASS_LABELS.values()).index(record[CLASSES]),)
+    if axis == METRIC:
+        return (CONTINUAL_METRICS.index(record[METRIC]),)
+    if axis == "eval":
+        return (list(EVAL_LABELS.values()).index(record["eval"]) if record["eval"] in EVAL_LABELS.values() else 9,)
     return ()
 
 
@@ -183,6 +195,13 @@ def base_to_new_records(records: list[dict]) -> list[dict]:
     BASE_TO_NEW, so that ``aggregate(..., columns=CLASSES, metric=BASE_TO_NEW)`` gives CoCoOp's layout."""
     return [dict(record, **{CLASSES: CLASS_LABELS[name], BASE_TO_NEW: record[name]})
             for record in records for name in BASE_TO_NEW_METRICS if record[name] is not None]
+
+
+def metric_records(records: list[dict]) -> list[dict]:
+    """Each record once per continual-learning metric it has, with "metric" and the value under
+    METRIC_VALUE, so that ``aggregate(..., columns=METRIC, metric=METRIC_VALUE)`` gives the CL table."""
+    return [dict(record, **{METRIC: name, METRIC_VALUE: record[name]})
+            for record in records for name in CONTINUAL_METRICS if record.get(name) is not None]
 
 
 def with_row_labels(records: list[dict], columns: str) -> list[dict]:
@@ -399,6 +418,12 @@ def build_report(records: list[dict], columns: str = "auto", metric: str = "auto
     """The shown tables as markdown; the CSV covers every metric that any run has, the pseudo-label
     accuracy and the realised noise rate."""
     axis = choose_columns(records, columns)
+    if axis == METRIC:  # the continual-learning table: Last, Avg, Forgetting, BWT, Transfer as columns
+        labelled = with_row_labels(metric_records(records), METRIC)
+        table = aggregate(labelled, "row", METRIC, METRIC_VALUE)
+        parts = [f"# {title or 'report'}", "", f"{len(records)} complete run(s); rows: method (with the "
+                 "settings that differ), columns: the continual-learning metrics.", "", table_markdown(table)]
+        return Report(markdown="\n".join(parts).rstrip() + "\n", csv_rows=csv_rows(table))
     labelled = with_row_labels(records, axis)
     shown = choose_metrics(records, metric)
     # Base-to-new runs with no other setting varying: one table with base, new and H as its columns.
@@ -502,7 +527,8 @@ def main(argv: Optional[list[str]] = None) -> Report:
                     "report.md and report.csv there (or in --out).")
     parser.add_argument("directory", type=Path, help="a multirun (or run) directory holding results.json files")
     parser.add_argument("--columns", choices=("auto", *COLUMN_AXES), default="auto",
-                        help="table columns; auto: the setting that varies (shots, then noise, then protocol)")
+                        help="table columns; auto: the setting that varies (shots, then noise, then protocol); "
+                             "metric: the continual-learning table (last, avg, forgetting, bwt, transfer)")
     parser.add_argument("--metric", choices=("auto", *METRICS), default="auto",
                         help="auto: base, new and hm for base-to-new runs, else last")
     parser.add_argument("--out", type=Path, default=None, help="where to write report.md and report.csv")

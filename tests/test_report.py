@@ -241,3 +241,25 @@ def test_cli_as_a_module(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "clprompt.report", str(tmp_path / "missing")],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "is not a directory" in bad.stderr
+
+
+def continual_run(method, seed, eval_protocol, last, forgetting, transfer, scenario="split_shapes_palette"):
+    run = results(scenario, method, seed, last, protocol="standard", shots=None, forgetting=forgetting,
+                  bwt=-forgetting, transfer=transfer, avg=last + 5)
+    run["protocol"] = eval_protocol
+    return run
+
+
+def test_continual_table_has_the_metrics_as_columns_and_one_row_per_eval_protocol():
+    runs = [continual_run("coop", s, "class_incremental", 60 + s, 20.0, 40.0) for s in (0, 1, 2)]
+    runs += [continual_run("coop", s, "task_incremental", 95.0, 1.0 + s, 40.0) for s in (0, 1, 2)]
+    runs += [continual_run("lamm", s, "class_incremental", 45.0, 40.0, 41.0) for s in (0, 1, 2)]
+    built = report.build_report(records(runs), columns="metric")
+    lines = table_lines(built.markdown, "continual-learning metrics")
+    assert cells(lines[0]) == ["method \\ metric", "last", "avg", "forgetting", "bwt", "transfer"]
+    body = {cells(line)[0]: cells(line)[1:] for line in lines[2:]}
+    assert body["coop [eval class-IL]"] == ["61.00 ± 1.00", "66.00 ± 1.00", "20.00 ± 0.00", "-20.00 ± 0.00",
+                                           "40.00 ± 0.00"]
+    assert body["coop [eval task-IL]"][2] == "2.00 ± 1.00"
+    assert body["lamm [eval class-IL]"][0] == "45.00 ± 0.00"
+    assert any(row[2] == "forgetting" for row in built.csv_rows)
