@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The continual-learning table in the sandbox: every method on split_shapes_palette (10 class-incremental
+# experiences of the palette-shifted world) and shapes_sequence (palette, fine, novel: three tasks with
+# their own label spaces), scored class-incrementally and task-incrementally, each method's own recipe
+# (its config's epochs; MaPLe's depth is the mini-CLIP's 3 text blocks), seeds 1-3.
+#   bash bench/continual_table.sh [SEEDS]        # SEEDS default 1,2,3; e.g. 1 for a first look
+# One Hydra multirun per (stream, method group); the table lands in multirun/continual_table/report.md
+# (python -m clprompt.report multirun/continual_table --columns metric). The frozen-image methods share
+# their image features through the cache (cache.dir), so each seed's views are encoded once.
+set -euo pipefail
+OUT=${OUT:-multirun/continual_table}
+SEEDS=${1:-1,2,3}
+COMMON="model=miniclip progress=false seed=$SEEDS eval.protocol=class_incremental,task_incremental"
+timed() { local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)"; }
+
+for scenario in split_shapes_palette shapes_sequence; do
+  timed python -m clprompt.run -m $COMMON scenario=$scenario \
+    method=zeroshot,coop,lamm,coop_lamm,cls_tuning,linear_probe hydra.sweep.dir=$OUT/$scenario/frozen_image
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=vpt_deep \
+    hydra.sweep.dir=$OUT/$scenario/vpt_deep
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=maple method.depth=3 \
+    hydra.sweep.dir=$OUT/$scenario/maple
+done
+for scenario in split_shapes_palette shapes_sequence; do  # last: batch 1 and a text forward per test image
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=cocoop hydra.sweep.dir=$OUT/$scenario/cocoop
+done
+python -m clprompt.report $OUT --columns metric
