@@ -2,7 +2,9 @@
 # The continual-learning table in the sandbox: every method on split_shapes_palette (10 class-incremental
 # experiences of the palette-shifted world) and shapes_sequence (palette, fine, novel: three tasks with
 # their own label spaces), scored class-incrementally and task-incrementally, each method's own recipe
-# (its config's epochs; MaPLe's depth is the mini-CLIP's 3 text blocks), seeds 1-3.
+# (its config's epochs and optimiser; MaPLe's depth is the mini-CLIP's 3 text blocks), seeds 1-3.
+# Departure, for time on 2 CPU cores: train.augmentation=none (each training image as it is, so the
+# frozen-image methods train on cached features; the main command does the same).
 #   bash bench/continual_table.sh [SEEDS]        # SEEDS default 1,2,3; e.g. 1 for a first look
 # One Hydra multirun per (stream, method group); the table lands in multirun/continual_table/report.md
 # (python -m clprompt.report multirun/continual_table --columns metric). The frozen-image methods share
@@ -10,7 +12,7 @@
 set -euo pipefail
 OUT=${OUT:-multirun/continual_table}
 SEEDS=${1:-1,2,3}
-COMMON="model=miniclip progress=false seed=$SEEDS eval.protocol=class_incremental,task_incremental"
+COMMON="model=miniclip progress=false train.augmentation=none seed=$SEEDS eval.protocol=class_incremental,task_incremental"
 timed() { local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)"; }
 
 for scenario in split_shapes_palette shapes_sequence; do
