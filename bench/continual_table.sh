@@ -23,6 +23,9 @@ for scenario in split_shapes_palette shapes_sequence; do
   timed python -m clprompt.run -m $COMMON scenario=$scenario method=maple method.depth=3 \
     hydra.sweep.dir=$OUT/$scenario/maple
 done
+# the knob that tests the recency-bias explanation: the loss over every class seen so far
+timed python -m clprompt.run -m $COMMON scenario=split_shapes_palette method=lamm,coop,coop_lamm train.classes=seen \
+  hydra.sweep.dir=$OUT/split_shapes_palette/seen
 for scenario in split_shapes_palette shapes_sequence; do  # last: batch 1 and a text forward per test image
   timed python -m clprompt.run -m $COMMON scenario=$scenario method=cocoop hydra.sweep.dir=$OUT/$scenario/cocoop
 done
