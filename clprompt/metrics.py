@@ -64,11 +64,19 @@ def transfer(matrix) -> float:
     return float(np.mean([R[:j, j].mean() for j in range(1, T)]))
 
 
+def mtil_average(matrix) -> float:
+    """ZSCL's MTIL "Avg.": each task's accuracy averaged over all T evaluations (before and after it is
+    trained), then over the tasks; i.e. the mean of every entry of R (ZSCL's results notebook:
+    ``arr.mean(axis=0)``, then the mean over datasets)."""
+    return float(_square(matrix).mean())
+
+
 def summarize(matrix) -> dict[str, float]:
     """All metrics of a matrix, by name."""
     return {
         "last": last_accuracy(matrix),
         "avg": average_incremental_accuracy(matrix),
+        "mtil_avg": mtil_average(matrix),
         "forgetting": forgetting(matrix),
         "bwt": backward_transfer(matrix),
         "transfer": transfer(matrix),

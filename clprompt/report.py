@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-METRICS = ("last", "avg", "forgetting", "bwt", "transfer", "base", "new", "hm")
+METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer", "base", "new", "hm")
 BASE_TO_NEW_METRICS = ("base", "new", "hm")
 PSEUDO_LABEL_ACCURACY = "pseudo_label_accuracy"  # percent, from experiment.pseudo_labels.accuracy
 REALISED_NOISE_RATE = "realised_noise_rate"      # percent, from experiment.noise.realised_rate
@@ -32,7 +32,7 @@ COLUMN_AXES = ("shots", "noise", "protocol", "dataset", "metric")
 # Settings that, when they differ between the runs of one cell, are added to the row label.
 SETTINGS = ("shots", "noise", "protocol", "ensemble", "model", "eval", "train_classes")
 # The continual-learning table (--columns metric): one column per metric, a run's value under METRIC_VALUE.
-CONTINUAL_METRICS = ("last", "avg", "forgetting", "bwt", "transfer")
+CONTINUAL_METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer")
 METRIC = "metric"
 METRIC_VALUE = "metric_value"
 EVAL_LABELS = {"class_incremental": "class-IL", "task_incremental": "task-IL"}
@@ -47,7 +47,8 @@ CLASSES = "classes"
 CLASS_LABELS = {"base": "base", "new": "new", "hm": "H"}
 AXIS_NAMES = {"row": "method"}  # the row labels are method labels, maybe with a setting appended
 TITLES = {
-    "last": "last accuracy", "avg": "average incremental accuracy", "forgetting": "forgetting",
+    "last": "last accuracy", "avg": "average incremental accuracy", "mtil_avg": "MTIL average (ZSCL's Avg.)",
+    "forgetting": "forgetting",
     "bwt": "backward transfer", "transfer": "transfer", "base": "base", "new": "new",
     "hm": "harmonic mean (H)", PSEUDO_LABEL_ACCURACY: "pseudo-label accuracy",
     METRIC_VALUE: "continual-learning metrics",
@@ -122,9 +123,19 @@ def run_record(results: dict) -> dict:
         "train_classes": (config.get("train") or {}).get("classes") or "experience",
     }
     record.update({name: metrics.get(name) for name in METRICS})
+    if record["mtil_avg"] is None and results.get("accuracy_matrix") and not is_base_to_new(results):
+        record["mtil_avg"] = _mean_of_all(results["accuracy_matrix"])  # results.json from before mtil_avg
     record[PSEUDO_LABEL_ACCURACY] = pseudo.get("accuracy") if pseudo.get("selection", "none") != "none" else None
     record[REALISED_NOISE_RATE] = _percent(noise.get("realised_rate")) if noisy else None
     return record
+
+
+def _mean_of_all(matrix) -> Optional[float]:
+    """The mean of every entry of a complete square accuracy matrix (percent), else None."""
+    rows = [[v for v in row] for row in matrix]
+    if not rows or any(len(row) != len(rows) for row in rows) or any(v is None for row in rows for v in row):
+        return None
+    return statistics.fmean(v for row in rows for v in row)
 
 
 def axis_label(axis: str, record: dict) -> str:

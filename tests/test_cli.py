@@ -28,7 +28,7 @@ def test_run_writes_matrix_metrics_and_tensorboard(tmp_path):
     assert "forgetting" in done.stdout and "accuracy matrix" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert np.array(results["accuracy_matrix"]).shape == (3, 3)
-    assert set(results["metrics"]) == {"last", "avg", "forgetting", "bwt", "transfer"}
+    assert set(results["metrics"]) == {"last", "avg", "mtil_avg", "forgetting", "bwt", "transfer"}
     assert results["scenario"] == "tiny_colors" and results["method"] == "zeroshot"
     assert results["config"]["model"]["arch"] == "tiny" and results["seed"] == 0
     rows = list(csv.reader((out / "accuracy_matrix.csv").open()))

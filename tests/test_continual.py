@@ -81,4 +81,4 @@ def test_a_sequence_is_scored_per_task_and_over_the_union(tmp_path, monkeypatch)
     # over the union a task competes with more classes than its own (never better), the last row over all 170
     assert np.all(C[-1] <= R[-1] + 1e-9)
     assert np.allclose(np.diag(C)[0], R[0, 0]) and np.allclose(C[0], R[0])  # after task 1: nothing else seen
-    assert set(task_il["metrics"]) == {"last", "avg", "forgetting", "bwt", "transfer"}
+    assert set(task_il["metrics"]) == {"last", "avg", "mtil_avg", "forgetting", "bwt", "transfer"}

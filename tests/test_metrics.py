@@ -45,6 +45,13 @@ def test_transfer_averages_accuracy_on_tasks_not_trained_yet():
     assert metrics.transfer(R) == pytest.approx((0.3 + 0.3) / 2)
 
 
+def test_mtil_avg_is_zscls_column_means_averaged():
+    # ZSCL's notebook: avg = arr.mean(axis=0) (each task over all 3 evaluations), then the mean over tasks
+    columns = [(0.9 + 0.6 + 0.5) / 3, (0.3 + 0.8 + 0.7) / 3, (0.2 + 0.4 + 0.9) / 3]
+    assert metrics.mtil_average(R) == pytest.approx(sum(columns) / 3)
+    assert metrics.summarize(R)["mtil_avg"] == pytest.approx(sum(columns) / 3)
+
+
 def test_single_task_stream():
     one = np.array([[0.7]])
     summary = metrics.summarize(one)

@@ -227,7 +227,7 @@ def test_main_prints_and_writes_report_md_and_csv(tmp_path, capsys):
     assert float(last[("coop", "16")]["mean"]) == pytest.approx(66.0)
     assert float(last[("coop", "16")]["std"]) == pytest.approx(1.0)
     assert (last[("coop", "1")]["n"], last[("coop", "1")]["seeds"]) == ("3", "1;2;3")
-    assert {r["metric"] for r in rows} == {"last", "avg", "forgetting", "bwt"}
+    assert {r["metric"] for r in rows} == {"last", "avg", "mtil_avg", "forgetting", "bwt"}
     assert not (sweep / "report.md").exists()
 
 
@@ -256,10 +256,11 @@ def test_continual_table_has_the_metrics_as_columns_and_one_row_per_eval_protoco
     runs += [continual_run("lamm", s, "class_incremental", 45.0, 40.0, 41.0) for s in (0, 1, 2)]
     built = report.build_report(records(runs), columns="metric")
     lines = table_lines(built.markdown, "continual-learning metrics")
-    assert cells(lines[0]) == ["method \\ metric", "last", "avg", "forgetting", "bwt", "transfer"]
+    assert cells(lines[0]) == ["method \\ metric", "last", "avg", "mtil_avg", "forgetting", "bwt", "transfer"]
     body = {cells(line)[0]: cells(line)[1:] for line in lines[2:]}
-    assert body["coop [eval class-IL]"] == ["61.00 ± 1.00", "66.00 ± 1.00", "20.00 ± 0.00", "-20.00 ± 0.00",
-                                           "40.00 ± 0.00"]
-    assert body["coop [eval task-IL]"][2] == "2.00 ± 1.00"
+    # mtil_avg, absent from these results.json, is the mean of their 1x1 matrices [[last]]
+    assert body["coop [eval class-IL]"] == ["61.00 ± 1.00", "66.00 ± 1.00", "61.00 ± 1.00", "20.00 ± 0.00",
+                                           "-20.00 ± 0.00", "40.00 ± 0.00"]
+    assert body["coop [eval task-IL]"][3] == "2.00 ± 1.00"
     assert body["lamm [eval class-IL]"][0] == "45.00 ± 0.00"
     assert any(row[2] == "forgetting" for row in built.csv_rows)
