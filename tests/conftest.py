@@ -1,6 +1,7 @@
 """Shared fixtures."""
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from helpers import compose_config
@@ -8,8 +9,13 @@ from helpers import compose_config
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
-    """The tiny CLIP of configs/model/tiny.yaml, random weights."""
-    return instantiate(compose_config(["model=tiny"]).model)
+    """The tiny CLIP of configs/model/tiny.yaml, random weights drawn from seed 0.
+
+    Seeded here (and the global generator left as it was) so its weights do not depend on which tests
+    happened to run, and draw random numbers, before the first one that asks for it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return instantiate(compose_config(["model=tiny"]).model)
 
 
 def pytest_configure(config):

@@ -66,14 +66,16 @@ def test_cocoop_with_a_silent_meta_net_is_coop(tiny_backbone):
 
 
 def test_cocoop_text_features_depend_on_the_image(tiny_backbone):
-    torch.manual_seed(0)  # the tiny model's meta-net has 4 hidden units: fix which ones are alive
     method = CoCoOp(tiny_backbone, NAMES, LearnedContext(length=4, init_words="a photo of a")).train()
+    with torch.no_grad():  # 4 hidden units: make two surely alive (|W f| < 1 for a unit-norm f)
+        method.meta_net[0].bias.copy_(torch.tensor([1.0, 1.0, -1.0, -1.0]))
     with torch.no_grad():
         shifts = method.meta_net(method.image_features(images(2)).float())
         first, second = (method.class_text_features(range(4), context_shift=s) for s in shifts)
     assert not torch.allclose(first, second)
     method(images(2), candidate_classes=[0, 1, 2, 3]).logsumexp(1).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.meta_net.parameters())
+    assert method.meta_net[0].weight.grad[2:].abs().sum() == 0  # the two dead units learn nothing
     assert method.context.context.grad.abs().sum() > 0
 
 

@@ -130,6 +130,9 @@ def test_cocoop_equals_the_papers_forward(tiny_backbone):
     ctx = method.context.context
     with torch.no_grad():
         ctx.add_(0.1 * torch.randn_like(ctx))
+        # 4 hidden units: two surely alive, two surely dead (|W f| < 1 for a unit-norm f), so the
+        # check covers the ReLU both ways whatever the random weights
+        method.meta_net[0].bias.copy_(torch.tensor([1.0, 1.0, -1.0, -1.0]))
         image = F.normalize(clip.encode_image(images()), dim=-1)
     tokens = tiny_backbone.tokenizer([f"a photo of a {n}." for n in NAMES])
     rows = []
