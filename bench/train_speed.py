@@ -4,10 +4,11 @@
     python bench/train_speed.py --device cuda        # GPU: Split-CIFAR-100 (random pixels in the real layout), ViT-B/16
 
 Each (method, path) is one ``python -m clprompt.run`` subprocess, as a user runs it. "today" is
-``train.feature_cache=off data.num_workers=0`` (every image through the tower at every step and every
+``train.feature_cache=off data.num_workers=0 train.compile=off`` (every image through the tower at every step and every
 evaluation, loading in the main process); "default" is the configs as shipped, with a cache folder of
 its own that starts empty (a first run: nothing reused from earlier runs), and "default, warm" is the
-same command again on that cache (the second run of a sweep over methods or seeds). Prints per-run
+same command again on that cache (the second run of a sweep over methods or seeds); ``--compile`` adds
+on CPU the warm run with ``train.compile=on`` (on CUDA the default compiles already). Prints per-run
 train and eval seconds, training images per second, peak memory, the speed-up over today's path, the
 largest difference between the two accuracy matrices, and the extrapolation to each method's recipe
 (epochs scale the training time; evaluation does not change).
@@ -81,6 +82,8 @@ def main() -> None:
                                                          "lamm,coop,vpt_deep on CUDA)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per experience (CPU 10, CUDA 1)")
     parser.add_argument("--augmentation", default=None, help="train.augmentation (CPU: model, CUDA: coop)")
+    parser.add_argument("--compile", action="store_true", help="CPU: also the warm run with train.compile=on "
+                                                                 "(auto is on for CUDA only)")
     parser.add_argument("--work", default=None, help="folder for runs and caches (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="clprompt-bench-"))
@@ -101,7 +104,10 @@ def main() -> None:
                   "device=cuda", f"train.augmentation={args.augmentation or 'coop'}"]
         machine = torch.cuda.get_device_name(0)
     print(f"machine: {machine}; {' '.join(common)} train.epochs={epochs}", flush=True)
-    paths = {"today": ["train.feature_cache=off", "data.num_workers=0"], "default": [], "default, warm": []}
+    paths = {"today": ["train.feature_cache=off", "data.num_workers=0", "train.compile=off"], "default": [],
+             "default, warm": []}
+    if args.device == "cpu" and args.compile:  # on CPU train.compile=auto is off: measure it on
+        paths["warm, compiled"] = ["train.compile=on"]
     rows = []
     for method in methods:
         cache = work / f"cache_{method}"

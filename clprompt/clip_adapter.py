@@ -49,24 +49,38 @@ class CLIPAdapter(torch.nn.Module):
         return self.clip.token_embedding(tokens)
 
     def encode_token_embeddings(self, embeddings: torch.Tensor, eot_positions: torch.Tensor,
-                                deep_prompts=None, prompt_positions: torch.Tensor = None) -> torch.Tensor:
+                                deep_prompts=None, prompt_positions: torch.Tensor = None,
+                                length: int = None) -> torch.Tensor:
         """Text features from word embeddings, not normalized. embeddings: [N, L, width] -> [N, embed_dim].
 
         The tower is causal and pools at EOT, so positions after the last EOT of the batch never reach an
-        output: the sequence is cut there, which gives the same features as the full 77 tokens.
+        output: the sequence is cut there (``length``, the last EOT + 1; callers that know it per class
+        set pass it, else it is read from ``eot_positions``, a host sync), which gives the same features
+        as the full 77 tokens.
         deep_prompts[i] ([P, width], i >= 1) replaces the hidden states at ``prompt_positions`` ([N, P])
         before block i (MaPLe's deep text prompts); None entries leave them as they are.
         """
+        if length is None:
+            length = int(eot_positions.max()) + 1
+        if deep_prompts is not None and not self.clip.transformer.batch_first:
+            raise UnsupportedBackboneError("deep text prompts expect open_clip's batch-first transformer")
+        tower = self.compiled_text_tower if torch.is_grad_enabled() else None
+        return (tower or self.eager_text_tower)(embeddings, eot_positions, length, deep_prompts, prompt_positions)
+
+    # train.compile (clprompt.compiled_step) puts the compiled eager_text_tower here while a method trains
+    compiled_text_tower = None
+
+    def eager_text_tower(self, embeddings: torch.Tensor, eot_positions: torch.Tensor, length: int,
+                         deep_prompts=None, prompt_positions: torch.Tensor = None) -> torch.Tensor:
+        """The text tower from word embeddings cut to ``length``: tensors in, tensors out (what
+        ``train.compile`` captures)."""
         clip = self.clip
         cast_dtype = clip.transformer.get_cast_dtype()
-        length = int(eot_positions.max()) + 1
         x = embeddings[:, :length].to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
         mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
         if deep_prompts is None:
             x = clip.transformer(x, attn_mask=mask)
         else:
-            if not clip.transformer.batch_first:
-                raise UnsupportedBackboneError("deep text prompts expect open_clip's batch-first transformer")
             rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(prompt_positions)
             for index, block in enumerate(clip.transformer.resblocks):
                 prompts = deep_prompts[index] if 0 < index < len(deep_prompts) else None

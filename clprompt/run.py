@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt import metrics
+from clprompt.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.gradient_ratio import GradientNormRatioPlugin
@@ -205,6 +206,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
         views=views, train_classes=cfg.train.classes,
     )
+    compile_on, compile_reason = resolve_compile(cfg.train.compile, device)
+    if compile_on:
+        strategy.compiled = CompiledTextTower(device, backend=cfg.train.compile_backend)
+    header["compile"] = {"mode": cfg.train.compile, "enabled": compile_on, "reason": compile_reason,
+                         **(strategy.compiled.record() if compile_on else {})}
     loader_args = loader_arguments(cfg.data.num_workers, device)
     strategy.features, cache, cache_record = build_features(cfg, method, stream, backbone, strategy, device,
                                                             loader_args)
@@ -213,6 +219,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                               "seed": views.seed if views.random else None,
                               "views": n_views if views.random else 1, "epochs": cfg.train.epochs,
                               "new_view_every_epoch": (not views.random) or n_views >= cfg.train.epochs}
+    log.info("text tower compile %s", compile_reason)
     log.info("feature cache %s%s", cache_record["reason"], f", {cache.directory}" if cache and cache.directory else "")
     log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
              len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")

@@ -5,11 +5,13 @@ per experience over the method's trainable parameters only (Avalanche's default 
 backbone parameter too). A method with nothing to train (zero-shot) goes through the same calls and
 simply runs no epoch.
 
-Two rooms the strategy calls: the training views (``clprompt.augmentation.SampleViews``: the strategy
+Three rooms the strategy calls: the training views (``clprompt.augmentation.SampleViews``: the strategy
 tells them the epoch) and, for a method whose image side is frozen, the feature cache
 (``clprompt.feature_cache.ExperienceFeatures``): training and evaluation then iterate over image
 features instead of images, in the same order, and the method scores them with
-``logits_from_image_features``. The NaN check reads the loss once per epoch (no host sync per step).
+``logits_from_image_features``; and, with ``train.compile``, the compiled text tower
+(``clprompt.compiled_step.CompiledTextTower``), installed while an experience trains. The NaN check
+reads the loss once per epoch (no host sync per step).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class PromptStrategy(SupervisedTemplate):
                  eval_mb_size: int = 256, device: torch.device = torch.device("cpu"),
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
                  loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
-                 precision: str = "auto", views=None, features=None, train_classes: str = "experience"):
+                 precision: str = "auto", views=None, features=None, train_classes: str = "experience",
+                 compiled=None):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
@@ -68,6 +71,7 @@ class PromptStrategy(SupervisedTemplate):
         self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
         self.amp_dtype = autocast_dtype(torch.device(device), precision)
         self.views, self.features = views, features
+        self.compiled = compiled        # a CompiledTextTower (train.compile) or None
         self._feature_table = None      # the training experience's features, refilled per epoch
         self._features_in = False       # the current loader yields image features, not images
         self._nonfinite = None          # per epoch: did any step's loss leave the finite range?
@@ -110,6 +114,13 @@ class PromptStrategy(SupervisedTemplate):
         classes = (self.experience.classes_seen_so_far if self.train_classes == "seen"
                    else self.experience.classes_in_this_experience)
         self.model.set_candidate_classes(sorted(classes))
+        if self.compiled is not None:
+            self.compiled.install(self.model)
+
+    def _after_training_exp(self, **kwargs):
+        if self.compiled is not None:
+            self.compiled.remove()
+        super()._after_training_exp(**kwargs)
 
     def epoch_learning_rate(self, base_lr: float, epoch: int) -> float:
         """CoOp's schedule: ``warmup_epochs`` at the constant ``warmup_lr``, then cosine over all epochs."""

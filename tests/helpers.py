@@ -81,3 +81,24 @@ def failing_zeroshot(fail_on_evaluation: int):
 
 def failing_zeroshot_on_second_evaluation(**kwargs):
     return failing_zeroshot(2)(**kwargs)
+
+
+def traced_run(tmp_path: Path, monkeypatch, name: str, overrides: list[str]):
+    """Run the tiny-colours stream in-process (tiny model); returns (per-step training losses, results)."""
+    from clprompt.run import run
+    from clprompt.strategy import PromptStrategy
+
+    losses = []
+    original = PromptStrategy.criterion
+
+    def recording(self):
+        loss = original(self)
+        if self.is_training:
+            losses.append(float(loss))
+        return loss
+    monkeypatch.setattr(PromptStrategy, "criterion", recording)
+    cfg = compose_config(["scenario=tiny_colors", "model=tiny", "progress=false", "scenario.train_per_class=6",
+                          f"cache.dir={tmp_path / 'cache'}", *overrides])
+    results = run(cfg, tmp_path / name)
+    monkeypatch.setattr(PromptStrategy, "criterion", original)
+    return np.array(losses), results

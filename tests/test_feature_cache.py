@@ -14,9 +14,7 @@ from hydra.utils import instantiate
 from clprompt.augmentation import SampleViews, train_transform, view_seed
 from clprompt.errors import ConfigValueError
 from clprompt.feature_cache import FeatureCache, FeatureKey, check_writable, resolve_mode
-from clprompt.run import run
-from clprompt.strategy import PromptStrategy
-from helpers import compose_config
+from helpers import compose_config, traced_run
 from scenarios.array_dataset import ArrayImageDataset
 from scenarios.protocols.relabeled import RelabeledSubset
 
@@ -168,24 +166,6 @@ def test_mode_follows_the_method():
 
 
 # ---------------------------------------------------------------- runs: the cache and the workers change nothing
-
-def traced_run(tmp_path, monkeypatch, name, overrides):
-    """Run in-process; returns (per-step training losses, results)."""
-    losses = []
-    original = PromptStrategy.criterion
-
-    def recording(self):
-        loss = original(self)
-        if self.is_training:
-            losses.append(float(loss))
-        return loss
-    monkeypatch.setattr(PromptStrategy, "criterion", recording)
-    cfg = compose_config(["scenario=tiny_colors", "model=tiny", "progress=false", "scenario.train_per_class=6",
-                          f"cache.dir={tmp_path / 'cache'}", *overrides])
-    results = run(cfg, tmp_path / name)
-    monkeypatch.setattr(PromptStrategy, "criterion", original)
-    return np.array(losses), results
-
 
 @pytest.mark.parametrize("method", ["coop", "lamm", "cocoop"])
 @pytest.mark.parametrize("augmentation", ["coop", "none"])

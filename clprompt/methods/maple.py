@@ -47,11 +47,11 @@ class MaPLe(PromptTuning):
 
     def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True,
                             context_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
-        class_ids = list(class_ids)
-        ids = torch.as_tensor(class_ids, device=self.eot_index.device)
+        class_ids = [int(c) for c in class_ids]
         embeddings = self.prompt_embeddings(class_ids, learned_labels)
-        features = self.clip.encode_token_embeddings(embeddings, self.eot_index[ids], deep_prompts=[None] + list(self.deep_text),
-                                                     prompt_positions=self.context_index[ids])
+        layout = self._class_set_layout(class_ids)
+        features = self.clip.encode_token_embeddings(embeddings, layout["eot"], deep_prompts=[None] + list(self.deep_text),
+                                                     prompt_positions=layout["context_index"][1], length=layout["length"])
         return F.normalize(features, dim=-1)
 
     @property

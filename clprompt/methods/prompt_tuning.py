@@ -66,6 +66,7 @@ class PromptTuning(PromptMethod):
             label_positions.append(label)
         self.register_buffer("prompt_tokens", torch.tensor(rows), persistent=False)
         self.register_buffer("eot_index", torch.tensor(eots), persistent=False)
+        self.eot_list = eots
         self.register_buffer("context_index", torch.tensor(context_positions, dtype=torch.long).reshape(
             self.n_classes, len(context_positions[0])), persistent=False)
         self.label_index = label_positions
@@ -92,8 +93,9 @@ class PromptTuning(PromptMethod):
         return embeddings
 
     def _class_set_layout(self, class_ids: list[int]) -> dict:
-        """Per class set (made once): the prompts' frozen word embeddings [C, L, width] and the context's
-        (row, position) index. Plain tensors made outside inference mode, as training reads them."""
+        """Per class set (made once): the prompts' frozen word embeddings [C, L, width], the context's
+        (row, position) index, the EOT positions and the length to cut the prompts at (known here, so a
+        step needs no host sync). Plain tensors made outside inference mode, as training reads them."""
         device = self.prompt_tokens.device
         key = (tuple(class_ids), str(device))
         layouts = self.__dict__.setdefault("_layouts", {})
@@ -103,7 +105,8 @@ class PromptTuning(PromptMethod):
                 positions = self.context_index[ids]
                 rows = torch.arange(len(ids), device=device)[:, None].expand_as(positions)
                 layouts[key] = {"embeddings": self.clip.embed_tokens(self.prompt_tokens[ids]).float(),
-                                "context_index": (rows, positions)}
+                                "context_index": (rows, positions), "eot": self.eot_index[ids],
+                                "length": max(self.eot_list[c] for c in class_ids) + 1}
         return layouts[key]
 
     def _label_scatter_index(self, class_ids: list[int], lengths: tuple, device) -> tuple:
@@ -124,10 +127,10 @@ class PromptTuning(PromptMethod):
 
     def class_text_features(self, class_ids: Sequence[int], learned_labels: bool = True,
                             context_shift: Optional[torch.Tensor] = None) -> torch.Tensor:
-        class_ids = list(class_ids)
+        class_ids = [int(c) for c in class_ids]
         embeddings = self.prompt_embeddings(class_ids, learned_labels, context_shift)
-        eot = self.eot_index[torch.as_tensor(class_ids, device=self.eot_index.device)]
-        return F.normalize(self.clip.encode_token_embeddings(embeddings, eot), dim=-1)
+        layout = self._class_set_layout(class_ids)
+        return F.normalize(self.clip.encode_token_embeddings(embeddings, layout["eot"], length=layout["length"]), dim=-1)
 
     def text_is_trained(self) -> bool:
         return any(p.requires_grad for part in (self.context, self.labels) for p in part.parameters())
