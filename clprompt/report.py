@@ -31,6 +31,19 @@ REALISED_NOISE_RATE = "realised_noise_rate"      # percent, from experiment.nois
 COLUMN_AXES = ("shots", "noise", "protocol", "dataset", "metric")
 # Settings that, when they differ between the runs of one cell, are added to the row label.
 SETTINGS = ("shots", "noise", "protocol", "ensemble", "model", "eval", "train_classes")
+# Runs share a cell only when every config value but these is equal. Seed keys: what varies between the
+# repeats of one setting (train.augmentation_seed defaults to ${seed}). Neutral keys: where files are
+# and how fast it runs; each leaves the results as they are (the feature cache, the compiled tower and
+# the worker count are checked equal by the suite).
+SEED_KEYS = ("seed", "protocol.shots_seed", "scenario.split_seed", "train.augmentation_seed")
+NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "cache.dir", "eval.batch_size",
+                "train.feature_cache", "train.compile", "train.compile_backend")
+# The config keys each setting stands for (a setting already in the label or the columns names them).
+SETTING_KEYS = {"shots": ("protocol.shots",), "noise": ("protocol.noise.",), "protocol": ("protocol.",),
+                "ensemble": ("protocol.ensemble",), "model": ("model.",), "eval": ("eval.protocol",),
+                "train_classes": ("train.classes",)}
+# Named by the method label itself: the method (its _target_) and the loss (' + GCE').
+LABELLED_KEYS = ("method._target_", "loss._target_")
 # The continual-learning table (--columns metric): one column per metric, a run's value under METRIC_VALUE.
 CONTINUAL_METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer")
 METRIC = "metric"
@@ -122,12 +135,41 @@ def run_record(results: dict) -> dict:
         "eval": EVAL_LABELS.get(results.get("protocol") or "class_incremental", results.get("protocol")),
         "train_classes": (config.get("train") or {}).get("classes") or "experience",
     }
+    record["settings"] = result_settings(config)
+    record["experiences"] = len(results.get("accuracy_matrix") or [])
     record.update({name: metrics.get(name) for name in METRICS})
     if record["mtil_avg"] is None and results.get("accuracy_matrix") and not is_base_to_new(results):
         record["mtil_avg"] = _mean_of_all(results["accuracy_matrix"])  # results.json from before mtil_avg
     record[PSEUDO_LABEL_ACCURACY] = pseudo.get("accuracy") if pseudo.get("selection", "none") != "none" else None
     record[REALISED_NOISE_RATE] = _percent(noise.get("realised_rate")) if noisy else None
     return record
+
+
+def flatten(config, prefix: str = "") -> dict:
+    """{'train.optimizer.lr': 0.002, ...}: a nested config as dotted keys; lists as tuples."""
+    if not isinstance(config, dict):
+        return {prefix[:-1]: tuple(config) if isinstance(config, list) else config} if prefix else {}
+    flat = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
+
+
+def result_settings(config: dict) -> dict:
+    """The config values that define what a run computed: every key but the seed and neutral keys."""
+    return {key: value for key, value in flatten(config or {}).items()
+            if not _under(key, SEED_KEYS + NEUTRAL_KEYS)}
+
+
+def differing_keys(group: list[dict]) -> list[str]:
+    """The config keys whose values differ between the records of one cell (a key a run lacks differs)."""
+    keys = sorted({key for record in group for key in record.get("settings", {})})
+    missing = object()
+    return [key for key in keys if len({repr(record.get("settings", {}).get(key, missing)) for record in group}) > 1]
 
 
 def _mean_of_all(matrix) -> Optional[float]:
@@ -182,10 +224,13 @@ def varies(records: list[dict], axis: str) -> bool:
 
 
 def choose_columns(records: list[dict], requested: str = "auto") -> str:
-    """``requested``, or for 'auto' the first of shots, noise, protocol that varies across the runs;
-    'dataset' when none does and there are several datasets, else 'protocol' (one column)."""
+    """``requested``, or for 'auto': the continual-learning metrics when every run has several
+    experiences (and none is base-to-new); else the first of shots, noise, protocol that varies across
+    the runs; 'dataset' when none does and there are several datasets, else 'protocol' (one column)."""
     if requested != "auto":
         return requested
+    if records and all(record.get("experiences", 1) > 1 and not record["base_to_new"] for record in records):
+        return METRIC  # continual runs: Last, Avg, Forgetting, Transfer ... side by side
     for axis in ("shots", "noise", "protocol"):
         if varies(records, axis):
             return axis
@@ -216,19 +261,32 @@ def metric_records(records: list[dict]) -> list[dict]:
 
 
 def with_row_labels(records: list[dict], columns: str) -> list[dict]:
-    """Copies of the records with "row": the method label, plus every setting that differs between the
-    runs of one (dataset, method, column) cell, so that no cell averages different settings
-    (e.g. 'coop [shots 16]' when shots vary but the columns are noise)."""
+    """Copies of the records with "row": the method label, plus every setting and every config key that
+    differs between the runs of one (dataset, method, column) cell, so that runs share a cell only when
+    they differ in seeds alone (e.g. 'coop [shots 16]' when shots vary but the columns are noise;
+    'coop [train.epochs=3, train.optimizer.lr=0.2]')."""
     cells = defaultdict(list)
     for record in records:
         cells[(record["dataset"], record["method"], axis_label(columns, record))].append(record)
     mixed = [axis for axis in SETTINGS if axis != columns
              and any(varies(group, axis) for group in cells.values())]
+    covered = LABELLED_KEYS + tuple(key for axis in (*mixed, columns) for key in SETTING_KEYS.get(axis, ()))
+    keys = sorted({key for group in cells.values() for key in differing_keys(group) if not _under(key, covered)})
     labelled = []
     for record in records:
-        suffix = ", ".join(f"{axis} {axis_label(axis, record)}" for axis in mixed)
+        parts = [f"{axis} {axis_label(axis, record)}" for axis in mixed]
+        parts += [f"{key}={_config_value(record.get('settings', {}).get(key))}" for key in keys]
+        suffix = ", ".join(parts)
         labelled.append(dict(record, row=record["method"] + (f" [{suffix}]" if suffix else "")))
     return labelled
+
+
+def _config_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, tuple):
+        return "[" + ",".join(_config_value(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # --- records -> tables ----------------------------------------------------------------------------
@@ -322,7 +380,7 @@ def format_cell(cell: Optional[Cell], usual_n: int) -> str:
         return "-"
     if cell.std is None:
         return f"{cell.mean:.2f}"
-    text = f"{cell.mean:.2f} ± {cell.std:.2f}"
+    text = f"{cell.mean:.2f}" if cell.n == 1 else f"{cell.mean:.2f} ± {cell.std:.2f}"  # one run: no spread
     return text if cell.n == usual_n else f"{text} (n={cell.n})"
 
 
@@ -390,14 +448,19 @@ def table_footnotes(table: Table) -> list[str]:
     for row, column, lacking in table.left_out:
         where = row if column == AVERAGE else f"{row} @ {column}"
         notes.append(f"- not averaged: {where} (no run on {', '.join(lacking)}).")
+    seen = set()
     for (dataset, row, column), cell in table.cells.items():
+        where = f"{dataset} / {row}" if table.columns == METRIC else f"{dataset} / {row} / {column}"
         seeds = ", ".join(str(seed) for seed in cell.seeds)
+        if where in seen:  # the metrics of one run set: one note per row
+            continue
         if cell.repeated:
-            notes.append(f"- {dataset} / {row} / {column}: {cell.repeated} run(s) repeat another's seeds "
+            notes.append(f"- {where}: {cell.repeated} run(s) repeat another's seeds "
                          f"({seeds}); the std may understate the spread.")
+            seen.add(where)
         elif len(set(cell.seeds)) < len(cell.seeds):
-            notes.append(f"- {dataset} / {row} / {column}: the shots seed repeats ({seeds}); "
-                         "the runs differ in training seed.")
+            notes.append(f"- {where}: the shots seed repeats ({seeds}); the runs differ in training seed.")
+            seen.add(where)
     if table.metric in ("hm", BASE_TO_NEW):
         notes.append("- H: the mean of the runs' harmonic means of base and new (CoCoOp's tables take the "
                      "harmonic mean of the mean base and new; the two differ slightly).")

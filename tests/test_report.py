@@ -122,7 +122,7 @@ def test_average_over_datasets_leaves_out_cells_missing_somewhere():
     markdown = report.table_markdown(table)
     lines = table_lines(markdown, "last accuracy")
     assert cells(lines[0]) == ["dataset", "method \\ shots", "1", "16"]
-    assert cells(lines[2])[0] == "caltech" and cells(lines[4]) == ["pets", "zeroshot", "80.00 ± 0.00", "80.00 ± 0.00"]
+    assert cells(lines[2])[0] == "caltech" and cells(lines[4]) == ["pets", "zeroshot", "80.00", "80.00"]  # one run: no ±
     assert cells(lines[5]) == ["", "coop", "-", "92.00 ± 1.00 (n=3)"]
     assert cells(lines[6]) == ["**average**", "zeroshot", "70.00", "70.00"]
     assert cells(lines[7]) == ["", "coop", "-", "90.00"]
@@ -264,3 +264,49 @@ def test_continual_table_has_the_metrics_as_columns_and_one_row_per_eval_protoco
     assert body["coop [eval task-IL]"][3] == "2.00 ± 1.00"
     assert body["lamm [eval class-IL]"][0] == "45.00 ± 0.00"
     assert any(row[2] == "forgetting" for row in built.csv_rows)
+
+
+def configured_run(seed, epochs, lr, eval_protocol="class_incremental", last=50.0, method="coop"):
+    """A 2-experience run with the config keys a real results.json records (seed keys, a cache folder)."""
+    run = results("split_shapes_palette", method, seed, last, protocol="standard", shots=None)
+    run["seed"] = seed
+    run["protocol"] = eval_protocol
+    run["accuracy_matrix"] = [[last, 10.0], [last, last]]
+    run["metrics"]["transfer"] = 10.0
+    run["config"] = {"seed": seed, "model": {"arch": "tiny"}, "cache": {"dir": f"/tmp/cache_{seed}"},
+                     "eval": {"protocol": eval_protocol, "batch_size": 256},
+                     "train": {"epochs": epochs, "augmentation_seed": seed, "optimizer": {"lr": lr, "momentum": 0.9}},
+                     "scenario": {"n_experiences": 2, "class_order": [1, 0]}, "protocol": {"shots_seed": seed}}
+    return run
+
+
+def test_runs_differing_in_more_than_seeds_never_share_a_cell():
+    # the issue's case: epochs 1 and 3, lr 0.002 and 0.2 once averaged to one cell "20.83 ± 8.33"
+    runs = [configured_run(seed, epochs, lr, last=10.0 * epochs + 100 * lr + seed)
+            for epochs in (1, 3) for lr in (0.002, 0.2) for seed in (1, 2)]
+    built = report.build_report(records(runs), columns="metric")
+    body = {cells(line)[0]: cells(line)[1:] for line in table_lines(built.markdown, "continual-learning")[2:]}
+    assert sorted(body) == ["coop [train.epochs=1, train.optimizer.lr=0.002]", "coop [train.epochs=1, train.optimizer.lr=0.2]",
+                            "coop [train.epochs=3, train.optimizer.lr=0.002]", "coop [train.epochs=3, train.optimizer.lr=0.2]"]
+    # seeds (seed, train.augmentation_seed, protocol.shots_seed) and the cache folder do not split cells
+    assert body["coop [train.epochs=3, train.optimizer.lr=0.2]"][0] == "51.50 ± 0.71"
+    assert "mean ± sample std over n=2 runs per cell; seeds 1, 2" in built.markdown
+
+
+def test_eval_protocols_split_into_labelled_rows_and_a_single_run_has_no_spread():
+    runs = [configured_run(seed, 2, 0.002, "class_incremental", 40.0 + seed) for seed in (1, 2, 3)]
+    runs.append(configured_run(1, 2, 0.002, "task_incremental", 90.0))
+    built = report.build_report(records(runs), columns="metric")
+    body = {cells(line)[0]: cells(line)[1:] for line in table_lines(built.markdown, "continual-learning")[2:]}
+    assert sorted(body) == ["coop [eval class-IL]", "coop [eval task-IL]"]   # not also 'eval.protocol=...'
+    assert body["coop [eval class-IL]"][0] == "42.00 ± 1.00"
+    assert body["coop [eval task-IL]"][0] == "90.00 (n=1)"
+
+
+def test_continual_runs_get_the_metrics_table_by_default():
+    runs = [configured_run(seed, 2, 0.002, last=40.0 + seed) for seed in (1, 2)]
+    built = report.build_report(records(runs))
+    header = cells(table_lines(built.markdown, "continual-learning")[0])
+    assert header[:2] == ["method \\ metric", "last"] and "forgetting" in header and "transfer" in header
+    single = [results(seed=s, last=60.0 + s) for s in (1, 2)]   # one-experience runs: the shots table
+    assert "last accuracy" in report.build_report(records(single)).markdown
