@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from clprompt.errors import ConfigValueError, WeightsUnavailableError
+from clprompt.errors import ClpromptError, ConfigValueError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +79,37 @@ def _resolve_source(arch: str, pretrained: Optional[str]) -> tuple[str, Optional
     return "tag", pretrained
 
 
+@contextmanager
+def named_weights_file(path: Optional[str], architecture: str):
+    """Loading a checkpoint file: any failure becomes one message naming the file and the likely cause.
+    Files load with ``weights_only=True`` (a pickle that asks to run code is refused) or as safetensors."""
+    if path is None:
+        yield
+        return
+    try:
+        yield
+    except Exception as error:  # open_clip / torch / safetensors raise many kinds for a bad file
+        if isinstance(error, ClpromptError):
+            raise
+        if isinstance(error, pickle.UnpicklingError):  # torch's text would suggest weights_only=False
+            cause = "it holds more than plain tensors, e.g. objects whose loading runs code: refused"
+        else:
+            cause = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise WeightsUnavailableError(
+            f"{path} could not be loaded as weights of {architecture} ({type(error).__name__}: {cause}). "
+            "It is damaged, truncated, not a checkpoint, asks to run code (only plain tensors load), or holds "
+            "another architecture: check model= and model.pretrained=, or restore the file."
+        ) from None
+
+
 def _build_custom(config: dict, source: str, path: Optional[str]) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
     """An open_clip ``CLIP`` from an inline config (the ``config:`` block of a model YAML)."""
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
     model = open_clip.CLIP(**config)
     if source == "file":
-        open_clip.load_checkpoint(model, path, strict=True)
+        with named_weights_file(path, "model.config's architecture"):
+            open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
     elif source == "tag":
         raise ConfigValueError("a model with an inline config: takes a checkpoint file or null, not a tag")
     preprocess = PreprocessCfg(size=config["vision_cfg"]["image_size"])
@@ -132,9 +158,10 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
             force_quick_gelu = tag_quick_gelu
             identity["hf_hub"] = tag_cfg.get("hf_hub") or None
         try:
-            model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-                arch, pretrained=value, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir
-            )
+            with named_weights_file(value if source == "file" else None, arch):
+                model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+                    arch, pretrained=value, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir,
+                )  # open_clip loads a file with weights_only=True (its default)
         except RuntimeError as error:
             if source != "tag":
                 raise

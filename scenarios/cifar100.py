@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from scenarios.array_dataset import ArrayImageDataset
 from scenarios.errors import DatasetNotFoundError
+from scenarios.safe_pickle import load_data_pickle
 from scenarios.stream import TaskStream, class_incremental_stream
 
 FOLDER = "cifar-100-python"
@@ -22,8 +22,19 @@ def class_name(raw: str) -> str:
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        return pickle.load(handle, encoding="latin1")
+    """A CIFAR pickle, read without running code (scenarios.safe_pickle); a dict or a clear error."""
+    entry = load_data_pickle(path)
+    if not isinstance(entry, dict):
+        raise DatasetNotFoundError(f"{path} holds a {type(entry).__name__}, not CIFAR-100's dict: re-extract "
+                                   "the archive or use data.download=true")
+    return entry
+
+
+def _field(entry: dict, key: str, path: Path):
+    if key not in entry:
+        raise DatasetNotFoundError(f"{path} has no {key!r} entry (it has {sorted(entry)[:6]}): not CIFAR-100's "
+                                   "file; re-extract the archive or use data.download=true")
+    return entry[key]
 
 
 def load_cifar100(root: str, download: bool = False):
@@ -44,14 +55,14 @@ def load_cifar100(root: str, download: bool = False):
             f"Put the extracted 'cifar-100-python' folder (torchvision's layout) under data.root={root}, "
             "or add data.download=true on a machine with internet."
         )
-    names = [class_name(n) for n in _unpickle(folder / "meta")["fine_label_names"]]
+    names = [class_name(n) for n in _field(_unpickle(folder / "meta"), "fine_label_names", folder / "meta")]
     if len(names) != N_CLASSES:
         raise DatasetNotFoundError(f"{folder / 'meta'} lists {len(names)} class names, expected {N_CLASSES}")
     splits = []
     for split in ("train", "test"):
         entry = _unpickle(folder / split)
-        images = np.asarray(entry["data"], dtype=np.uint8)
-        labels = np.asarray(entry["fine_labels"], dtype=np.int64)
+        images = np.asarray(_field(entry, "data", folder / split), dtype=np.uint8)
+        labels = np.asarray(_field(entry, "fine_labels", folder / split), dtype=np.int64)
         if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(images) != len(labels):
             raise DatasetNotFoundError(
                 f"{folder / split} is not a CIFAR-100 pickle: data {images.shape}, {len(labels)} labels. "

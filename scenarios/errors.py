@@ -7,3 +7,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class StreamConfigError(ValueError):
     """A stream cannot be built as configured (class order, number of experiences, ...)."""
+
+
+class DatasetFileError(DatasetNotFoundError):
+    """A dataset file is there but unreadable, damaged, or asks to run code."""

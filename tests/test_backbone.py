@@ -80,3 +80,41 @@ def test_stock_model_configs_name_real_architectures_and_tags(name, arch):
     config = compose_config([f"model={name}"]).model
     assert config.arch == arch and config.arch in open_clip.list_models()
     assert config.pretrained in open_clip.list_pretrained_tags_by_model(arch)
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def bad_checkpoints(tmp_path, tiny_backbone):
+    state = tiny_backbone.model.state_dict()
+    good = tmp_path / "good.pt"
+    torch.save(state, good)
+    files = {"garbage": tmp_path / "garbage.pt", "truncated": tmp_path / "truncated.pt",
+             "truncated safetensors": tmp_path / "truncated.safetensors", "runs code": tmp_path / "code.pt",
+             "another architecture": tmp_path / "wider.pt"}
+    files["garbage"].write_bytes(b"not a checkpoint at all")
+    files["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "full.safetensors"))
+    full = (tmp_path / "full.safetensors").read_bytes()
+    files["truncated safetensors"].write_bytes(full[: len(full) // 2])
+    torch.save({"state_dict": RunsACommand(tmp_path / "ran")}, files["runs code"])
+    from omegaconf import OmegaConf
+    config = OmegaConf.to_container(tiny_model_config().config)
+    config["text_cfg"]["width"] = 128
+    torch.save(open_clip.CLIP(**config).state_dict(), files["another architecture"])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "truncated safetensors", "runs code", "another architecture"])
+def test_a_bad_checkpoint_file_is_named_with_the_likely_cause(tmp_path, tiny_backbone, kind):
+    path = bad_checkpoints(tmp_path, tiny_backbone)[kind]
+    with pytest.raises(WeightsUnavailableError, match=rf"{path.name} could not be loaded as weights of .*restore the file"):
+        load_backbone("tiny", pretrained=str(path), config=tiny_model_config().config)
+    assert not (tmp_path / "ran").exists()   # weights_only: the pickle's command never ran
