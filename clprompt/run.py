@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from clprompt.methods.ensemble import Ensemble
 from clprompt.outputs import RunRecorder, format_summary
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
 from clprompt.strategy import PromptStrategy
+from clprompt.sweep import in_multirun, record_failure
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
 log = logging.getLogger("clprompt")
@@ -190,6 +192,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "experiment": experiment.record,
         "device": str(device),
         "versions": versions(),
+        "process": {"pid": os.getpid(), "host": platform.node(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))},
     }
     recorder = RunRecorder(run_dir, header)
     matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
@@ -251,6 +255,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"
+    except (KeyboardInterrupt, Interrupted) as stop:
+        status = f"interrupted ({'SIGINT' if isinstance(stop, KeyboardInterrupt) else stop})"
+        raise
     except BaseException as error:
         status = f"failed: {type(error).__name__}: {error}"
         raise
@@ -264,15 +271,32 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
+class Interrupted(BaseException):
+    """SIGTERM (a scheduler's pre-emption, ``kill``): unwinds like Ctrl-C so the run records it."""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         run(cfg, run_dir)
     except USER_ERRORS as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
+        record_failure(cfg, run_dir, error)
+        if in_multirun():  # the sweep goes on; SweepSummary counts the failures at its end
+            return {"status": "failed", "error": str(error)}
         sys.exit(1)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else str(stop)
+        print(f"interrupted ({name}): the finished experiences are kept in {run_dir / 'results.json'}",
+              file=sys.stderr)
+        sys.exit(130 if name == "SIGINT" else 143)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,23 @@ def traced_run(tmp_path: Path, monkeypatch, name: str, overrides: list[str]):
     results = run(cfg, tmp_path / name)
     monkeypatch.setattr(PromptStrategy, "criterion", original)
     return np.array(losses), results
+
+
+def signalling_zeroshot_on_second_evaluation(**kwargs):
+    """ZeroShot that sends this process the signal named by $CLPROMPT_TEST_SIGNAL in its 2nd evaluation
+    (a pre-emption or a Ctrl-C at a known moment)."""
+    import os
+    import signal
+
+    from clprompt.methods.zeroshot import ZeroShot
+
+    class SignallingZeroShot(ZeroShot):
+        evaluations = 0
+
+        def clear_text_cache(self):
+            SignallingZeroShot.evaluations += 1
+            if SignallingZeroShot.evaluations == 2:
+                os.kill(os.getpid(), getattr(signal, os.environ["CLPROMPT_TEST_SIGNAL"]))
+            super().clear_text_cache()
+
+    return SignallingZeroShot(**kwargs)

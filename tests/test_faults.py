@@ -1,0 +1,52 @@
+"""Faults as a user meets them: a sweep goes on past a failed job; SIGTERM / Ctrl-C are recorded."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def clprompt_run(*args, env=None):
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{REPO}", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "clprompt.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_sweep_goes_on_past_a_failed_job_and_its_exit_status_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = clprompt_run("-m", "scenario=split_cifar,tiny_colors", "method=zeroshot", "model=tiny",
+                        f"data.root={tmp_path / 'no_data'}", "progress=false", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1
+    assert "2 job(s), 1 complete, 1 failed" in done.stderr and "CIFAR-100 not found" in done.stderr
+    failed = json.loads((sweep / "0_split_cifar_zeroshot" / "results.json").read_text())
+    assert failed["status"].startswith("failed: DatasetNotFoundError") and failed["scenario"] == "split_cifar"
+    assert json.loads((sweep / "1_tiny_colors_zeroshot" / "results.json").read_text())["status"] == "complete"
+    report = subprocess.run([sys.executable, "-m", "clprompt.report", str(sweep)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0 and "0_split_cifar_zeroshot: failed: DatasetNotFoundError" in report.stderr
+
+
+def test_a_sweep_of_complete_jobs_exits_0(tmp_path):
+    done = clprompt_run("-m", "scenario=tiny_colors", "method=zeroshot", "model=tiny", "seed=0,1",
+                        "progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert done.returncode == 0 and "2 job(s), 2 complete, 0 failed" in done.stderr
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_rows(tmp_path, name, code):
+    out = tmp_path / "run"
+    done = clprompt_run("scenario=tiny_colors", "model=tiny", "progress=false", f"hydra.run.dir={out}",
+                        "method._target_=helpers.signalling_zeroshot_on_second_evaluation",
+                        env={"CLPROMPT_TEST_SIGNAL": name})
+    assert done.returncode == code
+    assert "Traceback" not in done.stderr
+    assert f"interrupted ({name}): the finished experiences are kept in {out / 'results.json'}" in done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == f"interrupted ({name})" and results["completed_experiences"] == 1
+    assert results["process"]["pid"] > 0 and results["process"]["host"]
