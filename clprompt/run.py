@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import random
+import re
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt import metrics
+from clprompt.config_check import check_config
 from clprompt.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.evaluation import AccuracyMatrixPlugin
@@ -34,7 +36,7 @@ from clprompt.gradient_ratio import GradientNormRatioPlugin
 from clprompt.methods.ensemble import Ensemble
 from clprompt.outputs import RunRecorder, format_summary
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
-from clprompt.strategy import PromptStrategy
+from clprompt.strategy import PromptStrategy, autocast_dtype
 from clprompt.sweep import in_multirun, record_failure
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
@@ -66,7 +68,25 @@ def build(cfg: DictConfig, kind: str, **kwargs):
         cause = error.__cause__
         if isinstance(cause, USER_ERRORS):
             raise cause
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause or error))
+        if unknown and "_target_" in cfg[kind]:
+            target = cfg[kind]._target_
+            choice = HydraConfig.get().runtime.choices.get(kind) if HydraConfig.initialized() else None
+            where = f"{kind}={choice} ({target})" if choice else target
+            raise ConfigValueError(f"{kind}.{unknown.group(1)} is not an option of {where}; its options: "
+                                   f"{', '.join(target_options(target)) or 'none'}") from None
         raise
+
+
+def target_options(target: str) -> list[str]:
+    """The keyword arguments a config's ``_target_`` takes (what its YAML may set)."""
+    import importlib
+    import inspect
+
+    module, _, name = target.rpartition(".")
+    function = getattr(importlib.import_module(module), name)
+    skip = {"self", "backbone", "class_names", "train_transform", "eval_transform", "args", "kwargs"}
+    return [p for p in inspect.signature(function).parameters if p not in skip]
 
 
 def scenario_templates(cfg: DictConfig, description: dict) -> dict:
@@ -165,8 +185,10 @@ def versions() -> dict:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured stream; returns the final results dict (also written to ``run_dir``)."""
     started = time.time()
+    check_config(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    autocast_dtype(device, cfg.precision)  # refuses a precision the device cannot use, before any work
     backbone = build(cfg, "model")
     n_views = cfg.train.augmentation_views or cfg.train.epochs
     views = train_transform(cfg.train.augmentation, backbone, seed=cfg.train.augmentation_seed, n_views=n_views)
@@ -288,8 +310,8 @@ def main(cfg: DictConfig):
     except USER_ERRORS as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
-        record_failure(cfg, run_dir, error)
-        if in_multirun():  # the sweep goes on; SweepSummary counts the failures at its end
+        if in_multirun():  # recorded, and the sweep goes on; SweepSummary counts the failures at its end
+            record_failure(cfg, run_dir, error)
             return {"status": "failed", "error": str(error)}
         sys.exit(1)
     except (KeyboardInterrupt, Interrupted) as stop:

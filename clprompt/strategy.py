@@ -42,6 +42,9 @@ def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype
         return torch.bfloat16 if device.type == "cuda" else None
     if precision not in choices:
         raise ConfigValueError(f"precision={precision!r}; choose auto, fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigValueError(f"precision=fp16 on {device.type}: half-precision autocast there is slower than fp32 "
+                               "(3.6x in one trial); use precision=auto or fp32")
     return choices[precision]
 
 
@@ -70,6 +73,8 @@ class PromptStrategy(SupervisedTemplate):
         self.optimizer_factory = optimizer_factory
         self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
         self.amp_dtype = autocast_dtype(torch.device(device), precision)
+        # fp16 gradients of small prompt losses underflow without loss scaling (bf16 needs none)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.views, self.features = views, features
         self.compiled = compiled        # a CompiledTextTower (train.compile) or None
         self._feature_table = None      # the training experience's features, refilled per epoch
@@ -169,6 +174,17 @@ class PromptStrategy(SupervisedTemplate):
             loss = loss + self.model.regularization(self.mb_output, self.mb_y)
             self._nonfinite |= ~torch.isfinite(loss.detach())
         return loss
+
+    def backward(self):
+        if self.grad_scaler is None:
+            return super().backward()
+        self.grad_scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
+
+    def optimizer_step(self):
+        if self.grad_scaler is None:
+            return super().optimizer_step()
+        self.grad_scaler.step(self.optimizer)   # skips a step whose gradients overflowed
+        self.grad_scaler.update()
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
         if self.optimizer is None:

@@ -1,8 +1,8 @@
 """A sweep goes on past a failed job and says at the end how many failed.
 
-A job that stops on a clear error (missing data, a bad option: clprompt's own errors) records
-``status: failed: ...`` in its ``results.json`` (written here when the run had not written one yet) and
-returns, so Hydra's launcher starts the next job; ``SweepSummary``, a Hydra callback registered in
+A job of a sweep that stops on a clear error (missing data, a bad option: clprompt's own errors)
+records ``status: failed: ...`` in its ``results.json`` (written here when the run had not written one
+yet; a single run writes nothing for a bad option) and returns, so Hydra's launcher starts the next job; ``SweepSummary``, a Hydra callback registered in
 ``configs/config.yaml``, lists the sweep's failed jobs when it ends and makes the sweep's exit status 1
 if any failed. ``python -m clprompt.report`` lists them too. Errors that are bugs (a traceback) are left
 to Hydra, which also finishes the sweep's jobs before it raises.

@@ -1,0 +1,122 @@
+"""The run config checked before anything is loaded or written: each key's type and range, and no
+unknown key.
+
+Hydra parses ``train.epochs=abc`` as the string "abc" and accepts ``+train.epoch=2`` (a new key, the form
+its own hint suggests for a typo) without complaint; both would surface later as a traceback, or not at
+all. ``check_config`` refuses them with the key, the value and what is allowed. The rules cover the
+run's own groups (top level, ``data``, ``eval``, ``train``, ``cache``, ``protocol``); the scenario, method
+and model groups are the keyword arguments of their ``_target_``, checked when they are built (an unknown
+one is named there, see ``clprompt.run.build``), and ``train.optimizer`` is any optimizer's partial.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+import re
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from clprompt.errors import ConfigValueError
+
+
+def _int(minimum=None):
+    def check(value):
+        return isinstance(value, int) and not isinstance(value, bool) and (minimum is None or value >= minimum)
+    return check
+
+
+def _number(minimum=None, strict=False, maximum=None):
+    def check(value):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return False
+        if minimum is not None and (value <= minimum if strict else value < minimum):
+            return False
+        return maximum is None or value < maximum
+    return check
+
+
+def _choice(*options):
+    return lambda value: value in options
+
+
+def _or_null(check):
+    return lambda value: value is None or check(value)
+
+
+def _bool(value):
+    return isinstance(value, bool)
+
+
+def _device(value):
+    return isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value) is not None
+
+
+# key -> (check, what is allowed)
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (_int(), "an integer"),
+    "device": (_device, "auto, cpu, cuda or cuda:N"),
+    "precision": (_choice("auto", "fp32", "bf16", "fp16"), "auto, fp32, bf16 or fp16"),
+    "progress": (_bool, "true or false"),
+    "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),
+    "data.download": (_bool, "true or false"),
+    "data.num_workers": (lambda v: v == "auto" or _int(0)(v), "auto or an integer >= 0"),
+    "eval.protocol": (_choice("class_incremental", "task_incremental"), "class_incremental or task_incremental"),
+    "eval.batch_size": (_int(1), "an integer >= 1"),
+    "train.epochs": (_int(1), "an integer >= 1 (a method with nothing to train ignores it)"),
+    "train.batch_size": (_int(1), "an integer >= 1"),
+    "train.classes": (_choice("experience", "seen"), "experience or seen"),
+    "train.warmup_epochs": (_int(0), "an integer >= 0"),
+    "train.warmup_lr": (_number(0, strict=True), "a number > 0"),
+    "train.augmentation": (_choice("model", "coop", "none"), "model, coop or none"),
+    "train.augmentation_seed": (_int(), "an integer"),
+    "train.augmentation_views": (_or_null(_int(1)), "null or an integer >= 1"),
+    "train.feature_cache": (_choice("auto", "on", "off"), "auto, on or off"),
+    "train.compile": (_choice("auto", "on", "off"), "auto, on or off"),
+    "train.compile_backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),
+    "train.optimizer.lr": (_number(0, strict=True), "a number > 0"),
+    "train.optimizer.momentum": (_number(0, maximum=1), "a number in [0, 1)"),
+    "train.optimizer.weight_decay": (_number(0), "a number >= 0"),
+    "cache.dir": (_or_null(lambda v: isinstance(v, str) and v != ""), "a folder, or null (memory only)"),
+    "protocol.name": (lambda v: isinstance(v, str), "a protocol name"),
+    "protocol.shots": (_or_null(_int(1)), "null (all images) or an integer >= 1"),
+    "protocol.shots_seed": (_int(), "an integer"),
+    "protocol.noise.kind": (lambda v: isinstance(v, str), "none, symmetric or confusing"),
+    "protocol.noise.rate": (_number(0, maximum=1.0000001), "a number in [0, 1]"),
+    "protocol.noise.seed": (_int(), "an integer"),
+    "protocol.pseudo_labels.selection": (lambda v: isinstance(v, str), "none, top_k or random"),
+    "protocol.pseudo_labels.per_class": (_int(1), "an integer >= 1"),
+    "protocol.pseudo_labels.seed": (_int(), "an integer"),
+    "protocol.base_to_new": (_bool, "true or false"),
+    "protocol.ensemble": (_int(1), "an integer >= 1"),
+    "protocol.grad_norm_ratio": (_bool, "true or false"),
+    "protocol.zero_shot_template": (_or_null(lambda v: isinstance(v, str) and "{}" in v), "null or a template with {}"),
+}
+# Groups whose keys are the keyword arguments of a target (checked when built), or any optimizer's.
+OPEN_GROUPS = ("scenario", "method", "model", "loss", "train.optimizer")
+TOP_LEVEL = ("scenario", "method", "model", "loss", "protocol", "data", "eval", "train", "cache")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigValueError for the first key that is unknown or holds a value outside its rule."""
+    values = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    for key in values:
+        if key in RULES or any(key.startswith(f"{group}.") for group in OPEN_GROUPS) or key in TOP_LEVEL:
+            continue
+        close = difflib.get_close_matches(key, sorted(RULES), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigValueError(f"{key}={values[key]!r} is not a setting of clprompt.{hint} The settings and their "
+                               "defaults are in configs/config.yaml (python -m clprompt.run --cfg job lists them)")
+    for key, (check, allowed) in RULES.items():
+        if key in values and not check(values[key]):
+            raise ConfigValueError(f"{key}={values[key]!r} is not allowed: give {allowed}")

@@ -1,0 +1,56 @@
+"""Bad config values and unknown keys are refused before anything is loaded or written."""
+
+import pytest
+
+from clprompt.config_check import check_config
+from clprompt.errors import ConfigValueError
+from clprompt.run import run
+from helpers import compose_config
+
+BAD = [
+    ("train.epochs=abc", "train.epochs='abc' is not allowed: give an integer >= 1"),
+    ("train.epochs=0", "train.epochs=0 is not allowed"),
+    ("train.epochs=-1", "train.epochs=-1 is not allowed"),
+    ("train.batch_size=0", "train.batch_size=0 is not allowed: give an integer >= 1"),
+    ("eval.batch_size=0", "eval.batch_size=0 is not allowed"),
+    ("protocol.shots=four", "protocol.shots='four' is not allowed: give null .* or an integer >= 1"),
+    ("device=tpu", "device='tpu' is not allowed: give auto, cpu, cuda or cuda:N"),
+    ("data.num_workers=-1", "data.num_workers=-1 is not allowed: give auto or an integer >= 0"),
+    ("seed=abc", "seed='abc' is not allowed: give an integer"),
+    ("train.optimizer.lr=-1", "train.optimizer.lr=-1 is not allowed: give a number > 0"),
+    ("train.optimizer.momentum=1.5", "train.optimizer.momentum=1.5 is not allowed: give a number in \\[0, 1\\)"),
+    ("train.augmentation=random", "train.augmentation='random' is not allowed: give model, coop or none"),
+    ("eval.protocol=domain", "eval.protocol='domain' is not allowed"),
+    ("progress=maybe", "progress='maybe' is not allowed: give true or false"),
+    ("+train.epoch=2", "train.epoch=2 is not a setting of clprompt. Did you mean train.epochs\\?"),
+    ("+eval.batchsize=4", "eval.batchsize=4 is not a setting of clprompt. Did you mean eval.batch_size\\?"),
+    ("+lr=0.1", "lr=0.1 is not a setting of clprompt"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_value_or_unknown_key_is_refused_naming_it_and_nothing_is_written(tmp_path, override, message):
+    cfg = compose_config(["scenario=tiny_colors", "model=tiny", override])
+    with pytest.raises(ConfigValueError, match=message):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_composition_passes():
+    for extra in (["method=maple", "scenario=split_cifar"], ["method=lamm", "protocol=robust_upl"],
+                  ["method=linear_probe", "protocol=noisy", "model=vit_b16"], ["train.augmentation_views=2"],
+                  ["cache.dir=null", "protocol.shots=16", "data.num_workers=4"]):
+        check_config(compose_config(extra))
+
+
+def test_fp16_on_cpu_is_refused_before_any_work(tmp_path):
+    cfg = compose_config(["scenario=tiny_colors", "model=tiny", "precision=fp16", "device=cpu"])
+    with pytest.raises(ConfigValueError, match="precision=fp16 on cpu"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_option_of_a_method_names_the_options(tmp_path):
+    cfg = compose_config(["scenario=tiny_colors", "model=tiny", "method=coop", "+method.ctx_len=4"])
+    with pytest.raises(ConfigValueError, match="method.ctx_len is not an option of .*PromptTuning; its options: context, labels, visual, alignment"):
+        run(cfg, tmp_path / "run")
