@@ -66,7 +66,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.batch_size": (_int(1), "an integer >= 1"),
     "train.epochs": (_int(1), "an integer >= 1 (a method with nothing to train ignores it)"),
     "train.batch_size": (_int(1), "an integer >= 1"),
-    "train.classes": (_choice("experience", "seen"), "experience or seen"),
+    "train.classes": (_choice("experience", "seen"), "experience (rank against the experience's own classes, "
+                      "the papers' recipe) or seen (against every class seen so far)"),
     "train.warmup_epochs": (_int(0), "an integer >= 0"),
     "train.warmup_lr": (_number(0, strict=True), "a number > 0"),
     "train.augmentation": (_choice("model", "coop", "none"), "model, coop or none"),

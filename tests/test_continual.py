@@ -60,7 +60,7 @@ def test_seen_changes_what_is_learned(tmp_path, monkeypatch):
 
 
 def test_unknown_train_classes_is_refused(tmp_path, monkeypatch):
-    with pytest.raises(ConfigValueError, match="train.classes='all'; choose experience .* or seen"):
+    with pytest.raises(ConfigValueError, match="train.classes='all' is not allowed: give experience .* or seen"):
         candidate_trace(tmp_path, monkeypatch, ["method=coop", "train.classes=all"])
 
 
