@@ -160,9 +160,15 @@ class PromptStrategy(SupervisedTemplate):
         super()._before_training_epoch(**kwargs)
 
     def _after_training_epoch(self, **kwargs):
-        if bool(self._nonfinite):  # the one host sync of the epoch
+        # the one host sync of the epoch: a non-finite loss at any step, or parameters the last step made
+        # non-finite (a finite loss can still produce an overflowing update); the experience's row is
+        # then never scored
+        parameters = self.model.trainable_parameters()
+        broken = self._nonfinite | ~torch.stack([torch.isfinite(p).all() for p in parameters]).all()
+        if bool(broken):
+            what = "loss" if bool(self._nonfinite) else "parameters"
             raise NonFiniteLossError(
-                f"the training loss left the finite range in experience {self.experience.current_experience + 1}, "
+                f"the training {what} left the finite range in experience {self.experience.current_experience + 1}, "
                 f"epoch {self.clock.train_exp_epochs + 1}: lower the learning rate (train.optimizer.lr) "
                 "or use precision=fp32; the experiences already finished are in results.json"
             )

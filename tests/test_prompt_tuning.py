@@ -277,3 +277,15 @@ def test_train_augmentations(tiny_backbone):
     assert train_transform("model", tiny_backbone).transform is tiny_backbone.train_transform
     with pytest.raises(ConfigValueError, match="train.augmentation"):
         train_transform("mixup", tiny_backbone)
+
+
+def test_parameters_made_non_finite_by_the_last_step_stop_the_run_before_scoring(tmp_path):
+    # tiny_colors: 8 training images, one step per epoch; its loss is finite, its update overflows
+    cfg = compose_config(["method=coop", "scenario=tiny_colors", "model=tiny", "progress=false", "train.epochs=1",
+                          "train.warmup_epochs=0", "train.optimizer.lr=3e38", "train.optimizer.momentum=0"])
+    from clprompt.errors import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="training parameters left the finite range in experience 1"):
+        run(cfg, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["completed_experiences"] == 0 and results["accuracy_matrix"][0] == [None, None, None]
