@@ -99,18 +99,35 @@ OPEN_GROUPS = ("scenario", "method", "model", "loss", "train.optimizer")
 TOP_LEVEL = ("scenario", "method", "model", "loss", "protocol", "data", "eval", "train", "cache")
 
 
-def _flatten(node: Any, prefix: str = "") -> dict:
+# Keys that do not change what a run computes. Seed keys: what varies between the repeats of one
+# setting (train.augmentation_seed defaults to ${seed}). Neutral keys: where files are and how fast it
+# runs; each leaves the results as they are (the feature cache, the compiled tower and the worker count
+# are checked equal by the suite). The report groups runs over both; a resume refuses a changed seed key.
+SEED_KEYS = ("seed", "protocol.shots_seed", "scenario.split_seed", "train.augmentation_seed")
+NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "cache.dir", "eval.batch_size",
+                "train.feature_cache", "train.compile", "train.compile_backend")
+
+
+def flatten_config(node: Any, prefix: str = "") -> dict:
+    """{'train.optimizer.lr': 0.002, ...}: a nested config (plain containers) as dotted keys; lists as tuples."""
     if isinstance(node, dict):
         flat = {}
         for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         return flat
-    return {prefix[:-1]: node}
+    if not prefix:
+        return {}
+    return {prefix[:-1]: tuple(node) if isinstance(node, list) else node}
+
+
+def under(key: str, prefixes) -> bool:
+    """``key`` is one of ``prefixes`` or lies below one ending in '.'."""
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigValueError for the first key that is unknown or holds a value outside its rule."""
-    values = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    values = flatten_config(OmegaConf.to_container(cfg, resolve=True))
     for key in values:
         if key in RULES or any(key.startswith(f"{group}.") for group in OPEN_GROUPS) or key in TOP_LEVEL:
             continue

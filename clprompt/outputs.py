@@ -94,11 +94,13 @@ def _finite_or_none(value: float) -> Optional[float]:
 class RunRecorder:
     """Writes a run's outputs into its directory, refreshed after every experience."""
 
-    def __init__(self, run_dir: Path, header: dict):
+    def __init__(self, run_dir: Path, header: dict, purge_step: Optional[int] = None):
+        """purge_step: hide the events an earlier, interrupted process logged at this step and later
+        (a resumed run logs them again)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.header = header
-        self.tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        self.tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
 
     def log_row(self, matrix: np.ndarray, row: int) -> None:
         """TensorBoard scalars for the evaluation after experience ``row`` (0-based) at step row + 1."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from clprompt.config_check import NEUTRAL_KEYS, SEED_KEYS, flatten_config, under
+
 METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer", "base", "new", "hm")
 BASE_TO_NEW_METRICS = ("base", "new", "hm")
 PSEUDO_LABEL_ACCURACY = "pseudo_label_accuracy"  # percent, from experiment.pseudo_labels.accuracy
@@ -31,13 +33,8 @@ REALISED_NOISE_RATE = "realised_noise_rate"      # percent, from experiment.nois
 COLUMN_AXES = ("shots", "noise", "protocol", "dataset", "metric")
 # Settings that, when they differ between the runs of one cell, are added to the row label.
 SETTINGS = ("shots", "noise", "protocol", "ensemble", "model", "eval", "train_classes")
-# Runs share a cell only when every config value but these is equal. Seed keys: what varies between the
-# repeats of one setting (train.augmentation_seed defaults to ${seed}). Neutral keys: where files are
-# and how fast it runs; each leaves the results as they are (the feature cache, the compiled tower and
-# the worker count are checked equal by the suite).
-SEED_KEYS = ("seed", "protocol.shots_seed", "scenario.split_seed", "train.augmentation_seed")
-NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "cache.dir", "eval.batch_size",
-                "train.feature_cache", "train.compile", "train.compile_backend")
+# Runs share a cell only when every config value but the seed and neutral keys is equal
+# (clprompt.config_check.SEED_KEYS, NEUTRAL_KEYS).
 # The config keys each setting stands for (a setting already in the label or the columns names them).
 SETTING_KEYS = {"shots": ("protocol.shots",), "noise": ("protocol.noise.",), "protocol": ("protocol.",),
                 "ensemble": ("protocol.ensemble",), "model": ("model.",), "eval": ("eval.protocol",),
@@ -145,24 +142,10 @@ def run_record(results: dict) -> dict:
     return record
 
 
-def flatten(config, prefix: str = "") -> dict:
-    """{'train.optimizer.lr': 0.002, ...}: a nested config as dotted keys; lists as tuples."""
-    if not isinstance(config, dict):
-        return {prefix[:-1]: tuple(config) if isinstance(config, list) else config} if prefix else {}
-    flat = {}
-    for key, value in config.items():
-        flat.update(flatten(value, f"{prefix}{key}."))
-    return flat
-
-
-def _under(key: str, prefixes) -> bool:
-    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
-
-
 def result_settings(config: dict) -> dict:
     """The config values that define what a run computed: every key but the seed and neutral keys."""
-    return {key: value for key, value in flatten(config or {}).items()
-            if not _under(key, SEED_KEYS + NEUTRAL_KEYS)}
+    return {key: value for key, value in flatten_config(config or {}).items()
+            if not under(key, SEED_KEYS + NEUTRAL_KEYS)}
 
 
 def differing_keys(group: list[dict]) -> list[str]:
@@ -271,7 +254,7 @@ def with_row_labels(records: list[dict], columns: str) -> list[dict]:
     mixed = [axis for axis in SETTINGS if axis != columns
              and any(varies(group, axis) for group in cells.values())]
     covered = LABELLED_KEYS + tuple(key for axis in (*mixed, columns) for key in SETTING_KEYS.get(axis, ()))
-    keys = sorted({key for group in cells.values() for key in differing_keys(group) if not _under(key, covered)})
+    keys = sorted({key for group in cells.values() for key in differing_keys(group) if not under(key, covered)})
     labelled = []
     for record in records:
         parts = [f"{axis} {axis_label(axis, record)}" for axis in mixed]

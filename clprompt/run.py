@@ -7,6 +7,7 @@ results.json, CSV, PNG, TensorBoard (all in the Hydra run directory).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -16,10 +17,12 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import numpy as np
 import torch
+from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -27,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError, ConfigValueError
-from clprompt import metrics
-from clprompt.config_check import check_config
+from clprompt import checkpoint, metrics
+from clprompt.checkpoint import CheckpointError
+from clprompt.config_check import NEUTRAL_KEYS, check_config, under
 from clprompt.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.evaluation import AccuracyMatrixPlugin
@@ -134,6 +138,77 @@ def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, 
     return features, cache, record
 
 
+def previous_run(cfg: DictConfig, run_dir: Path) -> tuple[Optional[dict], Optional[dict]]:
+    """(results.json of an earlier run in this folder or None, its checkpoint or None).
+
+    Refuses a folder another live process is running, a damaged or foreign checkpoint, a checkpoint
+    computed with another config (every key but the neutral ones), and finished experiences without a
+    checkpoint: resuming from any of them would mix two runs, and restarting over them would lose work.
+    """
+    path = Path(run_dir) / "results.json"
+    previous = None
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{path} cannot be read ({error}): give another hydra.run.dir, or move the "
+                                  "folder away") from None
+    if previous is not None and previous.get("status") == "complete":
+        return previous, None
+    process = (previous or {}).get("process") or {}
+    if previous is not None and previous.get("status") == "running" and checkpoint.process_alive(process):
+        raise CheckpointError(f"{run_dir} is being run by process {process.get('pid')} on {process.get('host')} "
+                              f"(started {process.get('started')}): wait for it to end, or stop it and run again")
+    saved = checkpoint.load(run_dir)
+    if saved is not None:
+        changed = checkpoint.differences(saved["config"], OmegaConf.to_container(cfg, resolve=True), NEUTRAL_KEYS)
+        if changed:
+            raise CheckpointError(
+                f"{run_dir} holds a run with another config; resuming would mix the two. Changed: "
+                f"{'; '.join(changed)}. Run the original command again to resume it, or give another "
+                "hydra.run.dir (only progress, data and cache folders, workers, eval.batch_size, train.feature_cache "
+                "and train.compile may change on a resume)")
+    elif previous is not None and previous.get("completed_experiences", 0) > 0:
+        raise CheckpointError(f"{run_dir} has {previous['completed_experiences']} finished experience(s) but no "
+                              f"{checkpoint.FILE} (written by a clprompt without checkpoints?): it cannot be resumed; "
+                              "give another hydra.run.dir")
+    return previous, saved
+
+
+def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plugin, timing, storage,
+                       ratio_plugin) -> dict:
+    """What a resumed run needs after ``experiences_done`` experiences (see clprompt.checkpoint)."""
+    return {"experiences_done": experiences_done,
+            "config": OmegaConf.to_container(cfg, resolve=True), "weights": dict(backbone.identity),
+            "method_state": {k: v.detach().cpu().clone() for k, v in method.adapted_state_dict().items()},
+            "matrix": torch.from_numpy(matrix_plugin.matrix.copy()), "timing": list(timing),
+            "adapted_state_bytes": list(storage["adapted_state_bytes"]),
+            "grad_norm_ratio": list(ratio_plugin.history) if ratio_plugin is not None else None,
+            "rng": checkpoint.rng_states()}
+
+
+def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir) -> int:
+    """Bring the freshly built run to the checkpoint's state; returns the experiences already done."""
+    done = int(saved["experiences_done"])
+    method.train()
+    for experience in experiences[:done]:  # the method's growth per experience (LAMM's labels, probe rows)
+        avalanche_model_adaptation(method, experience)
+    method.eval()
+    missing, unexpected = method.load_state_dict(saved["method_state"], strict=False)
+    missing = [k for k in missing if not k.startswith("clip.") and ".clip." not in k]
+    if missing or unexpected:
+        raise CheckpointError(f"{Path(run_dir) / checkpoint.FILE} does not fit this method (missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}): give another hydra.run.dir")
+    matrix_plugin.matrix = saved["matrix"].numpy().copy()
+    matrix_plugin.n_trained = done
+    timing[:] = saved["timing"]
+    storage["adapted_state_bytes"] = list(saved["adapted_state_bytes"])
+    if ratio_plugin is not None and saved.get("grad_norm_ratio") is not None:
+        ratio_plugin.history = list(saved["grad_norm_ratio"])
+    checkpoint.set_rng_states(saved["rng"])
+    return done
+
+
 def train_experience(strategy, method, experience, seed: int, loader_args: dict) -> None:
     """Train on one experience; an ensemble trains its members one after another, member i from seed + i."""
     if not isinstance(method, Ensemble):
@@ -158,7 +233,10 @@ def save_adapted_state(method, run_dir: Path, experience: int, backbone_bytes: i
         return 0
     folder = run_dir / "adapted_state"
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({name: tensor.detach().cpu() for name, tensor in state.items()}, folder / f"experience_{experience + 1}.pt")
+    path = folder / f"experience_{experience + 1}.pt"
+    temporary = path.with_name(f".{path.name}.tmp")   # a full disk or a kill never leaves half a file
+    torch.save({name: tensor.detach().cpu() for name, tensor in state.items()}, temporary)
+    os.replace(temporary, path)
     size = tensor_bytes(state)
     log.info("experience %d: adapted state %d bytes (backbone %d)", experience + 1, size, backbone_bytes)
     return size
@@ -186,6 +264,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured stream; returns the final results dict (also written to ``run_dir``)."""
     started = time.time()
     check_config(cfg)
+    previous, saved = previous_run(cfg, run_dir)
+    if previous is not None and previous.get("status") == "complete":
+        print(f"run {run_dir} is complete: not re-run (give another hydra.run.dir to run it again)")
+        print(format_summary(np.array([[np.nan if v is None else v / 100 for v in row]
+                                       for row in previous["accuracy_matrix"]])))
+        return previous
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     autocast_dtype(device, cfg.precision)  # refuses a precision the device cannot use, before any work
@@ -217,7 +301,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "process": {"pid": os.getpid(), "host": platform.node(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))},
     }
-    recorder = RunRecorder(run_dir, header)
+    if saved is not None and saved["weights"] != backbone.identity:
+        changed = sorted(k for k in set(saved["weights"]) | set(backbone.identity)
+                         if saved["weights"].get(k) != backbone.identity.get(k))
+        raise CheckpointError(f"{run_dir} was run with other weights ({', '.join(changed)} differ: "
+                              f"{ {k: saved['weights'].get(k) for k in changed} } then, "
+                              f"{ {k: backbone.identity.get(k) for k in changed} } now): resuming would mix "
+                              "two models. Restore the weights, or give another hydra.run.dir")
+    if saved is not None:
+        header["resumed"] = list(previous.get("resumed", [])) + [{"from_experience": saved["experiences_done"] + 1,
+                                                                  "at": header["process"]["started"]}]
+    # TensorBoard: a resumed run hides what the interrupted one logged from the last checkpointed row on
+    # (re-logged below); a restart hides everything the dead run logged
+    purge_step = saved["experiences_done"] if saved is not None else (0 if previous is not None else None)
+    recorder = RunRecorder(run_dir, header, purge_step=purge_step)
     matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
     plugins = [matrix_plugin]
     ratio_plugin = None
@@ -264,8 +361,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return fields
 
     experiences = list(stream.benchmark.train_stream)[:experiment.train_experiences]
+    done = 0
+    if saved is not None:
+        done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir)
+        recorder.log_row(matrix_plugin.matrix, done - 1)
+        message = f"resuming {run_dir} from experience {done + 1} of {len(experiences)}"
+        print(message if done < len(experiences) else f"{message}: every experience is trained, writing results")
+        log.info(message)
     try:
-        for experience in experiences:
+        for experience in experiences[done:]:
             start = time.perf_counter()
             train_experience(strategy, method, experience, cfg.seed, loader_args)
             trained = time.perf_counter()
@@ -274,6 +378,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             strategy.eval(stream.benchmark.test_stream, **loader_args)
             timing.append({"experience": experience.current_experience + 1, "train_s": trained - start,
                            "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset)})
+            checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
+                                                        matrix_plugin, timing, storage, ratio_plugin))
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"
@@ -321,5 +427,29 @@ def main(cfg: DictConfig):
         sys.exit(130 if name == "SIGINT" else 143)
 
 
+def resume_arguments(argv: list[str]) -> list[str]:
+    """``resume=<run folder>`` -> the command line that ran that folder (its recorded overrides, from
+    ``.hydra/overrides.yaml``) with ``hydra.run.dir=<folder>``: the run then resumes from its checkpoint.
+    Further overrides may only be neutral ones (progress, folders, workers, ...); one that would change
+    results is refused, naming it."""
+    wanted = [a for a in argv[1:] if a.startswith("resume=")]
+    if not wanted:
+        return argv
+    folder = Path(wanted[-1].split("=", 1)[1]).expanduser()
+    overrides = folder / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        sys.exit(f"error: resume={folder}: no run there (no {overrides}); give a run folder, e.g. "
+                 "outputs/<scenario>/<method>/<time>")
+    recorded = [str(o) for o in OmegaConf.load(overrides)]
+    extra = [a for a in argv[1:] if not a.startswith("resume=")]
+    changing = [a for a in extra if not a.startswith("hydra.")
+                and not under(a.split("=", 1)[0].lstrip("+~"), NEUTRAL_KEYS)]
+    if changing:
+        sys.exit(f"error: resume={folder} takes the recorded config; these overrides would change its results: "
+                 f"{' '.join(changing)}. Allowed beside resume=: {', '.join(NEUTRAL_KEYS)}")
+    return [argv[0], *recorded, *extra, f"hydra.run.dir={folder}"]
+
+
 if __name__ == "__main__":
+    sys.argv = resume_arguments(sys.argv)
     main()

@@ -122,3 +122,53 @@ def signalling_zeroshot_on_second_evaluation(**kwargs):
             super().clear_text_cache()
 
     return SignallingZeroShot(**kwargs)
+
+
+def killed_prompt_tuning(**kwargs):
+    """A PromptTuning method (CoOp, LAMM, ...: the method's config with this _target_) that SIGKILLs its
+    own process at $CLPROMPT_TEST_KILL: 'train:N' (the N-th training step of the run), 'eval:N' (the
+    start of the N-th evaluation, the one after experience N) or 'checkpoint:N' (halfway through writing
+    experience N's checkpoint: a partial temporary file, the rename never done)."""
+    import os
+    import signal
+
+    import torch
+
+    import clprompt.checkpoint
+    from clprompt.methods.prompt_tuning import PromptTuning
+
+    where, _, at = os.environ.get("CLPROMPT_TEST_KILL", "none:0").partition(":")
+    at = int(at)
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "checkpoint":
+        save = clprompt.checkpoint.save
+
+        def half_save(run_dir, payload):
+            if payload["experiences_done"] == at:
+                temporary = Path(run_dir) / f".{clprompt.checkpoint.FILE}.{os.getpid()}.tmp"
+                temporary.write_bytes(b"PK\x03\x04 half a checkpoint")
+                die()
+            return save(run_dir, payload)
+        clprompt.checkpoint.save = half_save
+
+    class Killed(PromptTuning):
+        steps = 0
+        evaluations = 0
+
+        def logits_from_image_features(self, image):
+            if self.training and torch.is_grad_enabled():
+                Killed.steps += 1
+                if where == "train" and Killed.steps == at:
+                    die()
+            return super().logits_from_image_features(image)
+
+        def clear_text_cache(self):
+            Killed.evaluations += 1
+            if where == "eval" and Killed.evaluations == at:
+                die()
+            super().clear_text_cache()
+
+    return Killed(**kwargs)
