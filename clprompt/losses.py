@@ -9,6 +9,8 @@ from clprompt.errors import ConfigValueError
 
 
 class CrossEntropy(torch.nn.Module):
+    name = "ce"
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), targets)
 
@@ -18,6 +20,7 @@ class GeneralizedCrossEntropy(torch.nn.Module):
 
     q -> 0 recovers cross-entropy, q = 1 is the mean absolute error. PTNL's paper uses q = 0.7.
     """
+    name = "gce"
 
     def __init__(self, q: float = 0.7):
         super().__init__()

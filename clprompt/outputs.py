@@ -94,13 +94,18 @@ def _finite_or_none(value: float) -> Optional[float]:
 class RunRecorder:
     """Writes a run's outputs into its directory, refreshed after every experience."""
 
-    def __init__(self, run_dir: Path, header: dict, purge_step: Optional[int] = None):
-        """purge_step: hide the events an earlier, interrupted process logged at this step and later
-        (a resumed run logs them again)."""
+    def __init__(self, run_dir: Path, header: dict, purge_step: Optional[int] = None,
+                 training_purge_step: Optional[int] = None):
+        """purge_step / training_purge_step: hide the events an earlier, interrupted process logged at this
+        step and later, in the per-experience curves / the per-epoch training curves (a resumed run logs
+        them again)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.header = header
         self.tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
+        # per-epoch curves in a folder of their own: their steps are epochs, the others' experiences
+        self.training_curves = SummaryWriter(log_dir=str(self.run_dir / "tensorboard" / "train"),
+                                             purge_step=training_purge_step)
 
     def log_row(self, matrix: np.ndarray, row: int) -> None:
         """TensorBoard scalars for the evaluation after experience ``row`` (0-based) at step row + 1."""
@@ -143,8 +148,9 @@ class RunRecorder:
         plt.close(figure)
         return results
 
-    def finish(self, matrix: np.ndarray, base_to_new: Optional[dict] = None) -> None:
-        """The final heatmap image and markdown table in TensorBoard (and base / new / hm scalars)."""
+    def finish(self, matrix: np.ndarray, base_to_new: Optional[dict] = None, hparams: Optional[dict] = None) -> None:
+        """The final heatmap image and markdown table in TensorBoard (and base / new / hm scalars); the
+        run's key settings in TensorBoard's HParams tab, against its final metrics."""
         for name, value in (base_to_new or {}).items():
             if name in ("base", "new", "hm") and value is not None:
                 self.tensorboard.add_scalar(f"base_to_new/{name}", value, 1)
@@ -156,7 +162,21 @@ class RunRecorder:
         table = matrix_markdown(percent) + "\n\n" + "\n".join(
             f"- **{k}**: {'n/a' if math.isnan(v) else f'{100 * v:.2f}'}" for k, v in summary.items())
         self.tensorboard.add_text("accuracy_matrix/table", table, global_step=len(percent))
+        if hparams:
+            write_hparams(self.tensorboard, hparams, {f"metrics/{k}": 100 * v for k, v in summary.items()
+                                                      if not math.isnan(v)})
         self.tensorboard.close()
+        self.training_curves.close()
+
+
+def write_hparams(writer: SummaryWriter, settings: dict, final_metrics: dict) -> None:
+    """The HParams plugin's records in the run's own event file (``add_hparams`` would make a new run
+    folder): the settings, and the metric tags (already logged as scalars) they are compared on."""
+    from torch.utils.tensorboard.summary import hparams
+
+    clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
+    for summary in hparams(clean, final_metrics):
+        writer.file_writer.add_summary(summary)
 
 
 def format_summary(matrix: np.ndarray) -> str:

@@ -42,6 +42,7 @@ from clprompt.outputs import RunRecorder, format_summary
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
 from clprompt.strategy import PromptStrategy, autocast_dtype
 from clprompt.sweep import in_multirun, record_failure
+from clprompt.training_log import TrainingLog
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
 log = logging.getLogger("clprompt")
@@ -175,8 +176,24 @@ def previous_run(cfg: DictConfig, run_dir: Path) -> tuple[Optional[dict], Option
     return previous, saved
 
 
+def key_settings(cfg: DictConfig, choices: dict) -> dict:
+    """The settings a sweep's runs are compared on in TensorBoard's HParams tab."""
+    return {"scenario": choices.get("scenario") or "", "method": choices.get("method") or "",
+            "model": choices.get("model") or "", "loss": choices.get("loss") or "", "seed": cfg.seed,
+            "eval.protocol": cfg.eval.protocol, "train.classes": cfg.train.classes, "train.epochs": cfg.train.epochs,
+            "train.batch_size": cfg.train.batch_size, "train.lr": float(cfg.train.optimizer.get("lr", 0.0)),
+            "train.augmentation": cfg.train.augmentation, "protocol": cfg.protocol.name,
+            "protocol.shots": cfg.protocol.shots if cfg.protocol.shots is not None else "all",
+            "protocol.noise": f"{cfg.protocol.noise.kind} {cfg.protocol.noise.rate}"}
+
+
+def overrides() -> list[str]:
+    """The command line's overrides (Hydra's task overrides), as the run was started."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plugin, timing, storage,
-                       ratio_plugin) -> dict:
+                       ratio_plugin, training_log) -> dict:
     """What a resumed run needs after ``experiences_done`` experiences (see clprompt.checkpoint)."""
     return {"experiences_done": experiences_done,
             "config": OmegaConf.to_container(cfg, resolve=True), "weights": dict(backbone.identity),
@@ -184,6 +201,8 @@ def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plug
             "matrix": torch.from_numpy(matrix_plugin.matrix.copy()), "timing": list(timing),
             "adapted_state_bytes": list(storage["adapted_state_bytes"]),
             "grad_norm_ratio": list(ratio_plugin.history) if ratio_plugin is not None else None,
+            "training_log": {"epochs_logged": training_log.epochs_logged,
+                             "experiences": dict(training_log.experiences)},
             "rng": checkpoint.rng_states()}
 
 
@@ -256,8 +275,28 @@ def versions() -> dict:
     import avalanche
     import open_clip
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    import clprompt
+
+    return {"clprompt": clprompt.__version__, "clprompt_commit": git_commit(),
+            "python": platform.python_version(), "torch": torch.__version__,
             "open_clip": open_clip.__version__, "avalanche": avalanche.__version__}
+
+
+def git_commit() -> Optional[str]:
+    """The checkout's commit (with '+dirty' for uncommitted changes) when clprompt runs from one, else None."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -298,6 +337,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "experiment": experiment.record,
         "device": str(device),
         "versions": versions(),
+        "overrides": overrides(),
         "process": {"pid": os.getpid(), "host": platform.node(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))},
     }
@@ -314,9 +354,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # TensorBoard: a resumed run hides what the interrupted one logged from the last checkpointed row on
     # (re-logged below); a restart hides everything the dead run logged
     purge_step = saved["experiences_done"] if saved is not None else (0 if previous is not None else None)
-    recorder = RunRecorder(run_dir, header, purge_step=purge_step)
+    epochs_logged = saved["training_log"]["epochs_logged"] if saved is not None else 0
+    recorder = RunRecorder(run_dir, header, purge_step=purge_step,
+                           training_purge_step=epochs_logged + 1 if previous is not None else None)
     matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
-    plugins = [matrix_plugin]
+    training_log = TrainingLog(recorder.training_curves.add_scalar, progress=cfg.progress, epochs_logged=epochs_logged)
+    if saved is not None:
+        training_log.experiences = dict(saved["training_log"]["experiences"])
+    plugins = [matrix_plugin, training_log]
     ratio_plugin = None
     if cfg.protocol.grad_norm_ratio:
         ratio_plugin = GradientNormRatioPlugin(experiment.training_set, experiment.noisy, seed=cfg.seed,
@@ -377,9 +422,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 method, run_dir, experience.current_experience, storage["backbone_bytes"]))
             strategy.eval(stream.benchmark.test_stream, **loader_args)
             timing.append({"experience": experience.current_experience + 1, "train_s": trained - start,
-                           "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset)})
+                           "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset),
+                           **training_log.summary(experience.current_experience)})
             checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
-                                                        matrix_plugin, timing, storage, ratio_plugin))
+                                                        matrix_plugin, timing, storage, ratio_plugin, training_log))
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"
@@ -391,7 +437,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     finally:
         results = recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
-        recorder.finish(matrix_plugin.matrix, results["metrics"] if cfg.protocol.base_to_new else None)
+        recorder.finish(matrix_plugin.matrix, results["metrics"] if cfg.protocol.base_to_new else None,
+                        hparams=key_settings(cfg, choices))
     print(format_summary(matrix_plugin.matrix))
     if cfg.protocol.base_to_new:
         print("base-to-new: " + ", ".join(f"{k} {results['metrics'][k]:.2f}" for k in ("base", "new", "hm")))

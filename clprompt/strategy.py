@@ -177,7 +177,10 @@ class PromptStrategy(SupervisedTemplate):
     def criterion(self):
         loss = self._criterion(self.mb_output, self.mb_y)
         if self.is_training:
+            # the terms of this step's loss, for the training log (detached: no sync, no graph kept)
+            self.loss_terms = {getattr(self._criterion, "name", "task"): loss.detach()}
             loss = loss + self.model.regularization(self.mb_output, self.mb_y)
+            self.loss_terms.update(self.model.loss_terms())
             self._nonfinite |= ~torch.isfinite(loss.detach())
         return loss
 

@@ -33,7 +33,9 @@ def clprompt_run(run_dir, kill=None, extra=()):
 
 
 def scalars(run_dir, tag):
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    """(step, value) of a tag; run_dir / "train" reads the per-epoch training curves."""
+    folder = run_dir.parent / "tensorboard" / "train" if run_dir.name == "train" else run_dir / "tensorboard"
+    events = EventAccumulator(str(folder))
     events.Reload()
     return [(event.step, event.value) for event in events.Scalars(tag)]
 
@@ -69,6 +71,9 @@ def test_killed_anywhere_and_resumed_equals_the_uninterrupted_run(tmp_path, unin
         assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
     for tag in ("accuracy/task_1", "metrics/last"):       # each point once, none lost
         assert scalars(run_dir, tag) == scalars(uninterrupted, tag)
+    for tag in ("train/loss", "train/lamm_kd"):           # the per-epoch curves too (steps 1..6)
+        assert scalars(run_dir / "train", tag) == scalars(uninterrupted / "train", tag)
+        assert [step for step, _ in scalars(run_dir / "train", tag)] == [1, 2, 3, 4, 5, 6]
     assert not list(run_dir.glob(".checkpoint.pt.*"))     # a half-written temporary is gone or harmless
     torch.load(run_dir / "checkpoint.pt", weights_only=True)
 

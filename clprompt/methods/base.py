@@ -57,6 +57,11 @@ class PromptMethod(torch.nn.Module):
         """Loss terms beyond the classification loss, from the last forward (none by default)."""
         return logits.new_zeros(())
 
+    def loss_terms(self) -> dict:
+        """The unweighted terms of the last ``regularization`` (name -> detached scalar), for the training
+        log; none by default."""
+        return {}
+
     def adapted_state_dict(self) -> dict:
         """What defines the adapted model beyond the frozen backbone (prompts, labels, heads)."""
         return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith("clip.")}

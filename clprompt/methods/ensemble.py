@@ -48,6 +48,9 @@ class Ensemble(PromptMethod):
     def regularization(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.members[self.active].regularization(logits, targets)
 
+    def loss_terms(self) -> dict:
+        return self.members[self.active].loss_terms()
+
     def adapted_state_dict(self) -> dict:
         return {f"members.{i}.{name}": tensor for i, member in enumerate(self.members)
                 for name, tensor in member.adapted_state_dict().items()}

@@ -163,3 +163,6 @@ class PromptTuning(PromptMethod):
         if self.alignment is None:
             return super().regularization(logits, targets)
         return self.alignment(self, logits, targets)
+
+    def loss_terms(self) -> dict:
+        return dict(getattr(self.alignment, "last_terms", {})) if self.alignment is not None else {}

@@ -64,5 +64,6 @@ class LabelAlignmentLoss(torch.nn.Module):
         teacher = scale * image @ names.t() / self.kd_temperature
         loss_kd = F.kl_div(F.log_softmax(student, dim=1), F.log_softmax(teacher, dim=1), log_target=True,
                            reduction="batchmean") * self.kd_temperature ** 2
-        return (self.wc_weight * self.weight_consolidation(method) + self.cos_weight * loss_cos
-                + self.kd_weight * loss_kd)
+        loss_wc = self.weight_consolidation(method)
+        self.last_terms = {"lamm_wc": loss_wc.detach(), "lamm_cos": loss_cos.detach(), "lamm_kd": loss_kd.detach()}
+        return self.wc_weight * loss_wc + self.cos_weight * loss_cos + self.kd_weight * loss_kd
