@@ -11,6 +11,7 @@ import logging
 from typing import Sequence
 
 import numpy as np
+import torch
 from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
 
@@ -48,8 +49,16 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         self.progress = progress
         T = len(self.experience_classes)
         self.matrix = np.full((T, T), np.nan)
+        # task confusion per evaluation: true task x task of the predicted class (counts), filled in the
+        # same pass as the matrix; row r of ``task_confusion`` is the evaluation after experience r + 1
+        self.task_confusion: list[list[list[int]]] = []
+        n_classes = 1 + max((c for classes in self.experience_classes for c in classes), default=0)
+        self._task_of_class = torch.full((n_classes,), -1, dtype=torch.long)
+        for task, classes in enumerate(self.experience_classes):
+            self._task_of_class[list(classes)] = task
         self.n_trained = 0
         self._counts: dict[int, list[int]] = {}
+        self._confusion = None
         self._bar = None
 
     def after_training_exp(self, strategy, **kwargs):
@@ -58,6 +67,7 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
     def before_eval(self, strategy, **kwargs):
         strategy.model.clear_text_cache()
         self._counts = {}
+        self._confusion = None
         total = sum(len(exp.dataset) for exp in strategy.current_eval_stream)
         self._bar = tqdm(total=total, desc=f"eval after experience {self.n_trained}", unit="img",
                          disable=not self.progress, leave=False)
@@ -67,6 +77,9 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         strategy.model.set_candidate_classes(
             candidate_classes(self.protocol, task, self.n_trained, self.experience_classes))
         self._counts[task] = [0, 0]
+        if self._confusion is None:
+            self._confusion = torch.zeros((len(self.experience_classes),) * 2, dtype=torch.long, device=strategy.device)
+            self._lookup = self._task_of_class.to(strategy.device)
 
     def after_eval_iteration(self, strategy, **kwargs):
         task = strategy.experience.current_experience
@@ -74,6 +87,8 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         counts = self._counts[task]
         counts[0] = counts[0] + (predictions == strategy.mb_y).sum()  # stays on the device: no sync per batch
         counts[1] += int(strategy.mb_y.shape[0])
+        predicted_task = self._lookup[predictions]
+        self._confusion[task] += torch.bincount(predicted_task.clamp_min(0), minlength=len(self._confusion))
         self._bar.update(int(strategy.mb_y.shape[0]))
 
     def after_eval(self, strategy, **kwargs):
@@ -83,5 +98,8 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         row = self.n_trained - 1
         for task, (correct, total) in self._counts.items():
             self.matrix[row, task] = int(correct) / total if total else np.nan
+        if self._confusion is not None:
+            del self.task_confusion[row:]
+            self.task_confusion.append(self._confusion.cpu().tolist())
         log.info("after experience %d: %s", row + 1,
                  " ".join(f"{100 * a:.2f}" for a in self.matrix[row]))

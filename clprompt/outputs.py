@@ -56,24 +56,107 @@ def write_matrix_csv(path: Path, matrix_percent: np.ndarray) -> None:
             writer.writerow([i + 1] + ["" if math.isnan(v) else f"{v:.4f}" for v in row])
 
 
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 100.0
+    low, high = float(np.floor(finite.min())), float(np.ceil(finite.max()))
+    return (low - 1, high + 1) if low == high else (low, high)
+
+
+def _ticks(n: int) -> list[int]:
+    step = 1 if n <= 20 else 5 if n <= 60 else 10
+    return [i for i in range(n) if i == 0 or (i + 1) % step == 0]
+
+
 def matrix_figure(matrix_percent: np.ndarray, title: str = "accuracy (%)"):
-    """A heatmap of R with each cell's value written in it."""
-    T = matrix_percent.shape[1]
-    size = max(4.0, 0.55 * T + 2.0)
+    """A heatmap of R: the colour scale spans the matrix's own range; the diagonal (each task right after
+    its training) is outlined and a line separates trained tasks (left) from those not trained yet
+    (right); values are written in the cells up to 20 experiences."""
+    rows, T = matrix_percent.shape
+    size = min(16.0, max(4.0, 0.55 * T + 2.0))
     figure, axes = plt.subplots(figsize=(size, size * 0.85))
     shown = np.ma.masked_invalid(matrix_percent)
-    image = axes.imshow(shown, vmin=0, vmax=100, cmap="viridis")
-    for i in range(matrix_percent.shape[0]):
-        for j in range(T):
-            value = matrix_percent[i, j]
-            if not math.isnan(value):
-                axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
-                          color="white" if value < 60 else "black")
-    axes.set_xticks(range(T), [str(j + 1) for j in range(T)])
-    axes.set_yticks(range(matrix_percent.shape[0]), [str(i + 1) for i in range(matrix_percent.shape[0])])
-    axes.set_xlabel("evaluated task")
+    low, high = _value_range(matrix_percent)
+    image = axes.imshow(shown, vmin=low, vmax=high, cmap="viridis")
+    if T <= 20:
+        middle = (low + high) / 2
+        for i in range(rows):
+            for j in range(T):
+                value = matrix_percent[i, j]
+                if not math.isnan(value):
+                    axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
+                              color="white" if value < middle else "black")
+    for i in range(min(rows, T)):  # the diagonal: task i right after training it
+        axes.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2))
+    xs, ys = [], []
+    for i in range(rows):  # staircase between trained (j <= i) and not yet trained (j > i) tasks
+        xs += [i + 0.5, i + 0.5]
+        ys += [i - 0.5, i + 0.5]
+    axes.plot(xs, ys, color="white", linewidth=1.5, linestyle="--")
+    axes.set_xticks(_ticks(T), [str(j + 1) for j in _ticks(T)])
+    axes.set_yticks(_ticks(rows), [str(i + 1) for i in _ticks(rows)])
+    axes.set_xlim(-0.5, T - 0.5)
+    axes.set_ylim(rows - 0.5, -0.5)
+    axes.set_xlabel("evaluated task (right of the dashed line: not trained yet)")
     axes.set_ylabel("after training experience")
-    axes.set_title(title)
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    return figure
+
+
+def curves_figure(matrix_percent: np.ndarray, title: str = "accuracy of each task over experiences (%)"):
+    """One line per task: its accuracy after each experience, solid from its own training on (the
+    forgetting curve), dotted before (zero-shot transfer to a task not trained yet)."""
+    rows, T = matrix_percent.shape
+    figure, axes = plt.subplots(figsize=(min(14.0, max(6.0, 0.25 * rows + 5)), 4.5))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.95, max(T, 1)))
+    steps = np.arange(1, rows + 1)
+    for j in range(T):
+        column = matrix_percent[:, j]
+        trained = steps >= j + 1
+        label = f"task {j + 1}" if T <= 12 else None
+        axes.plot(steps[trained], column[trained], color=colours[j], marker="o" if rows <= 20 else None,
+                  markersize=3, label=label)
+        before = steps <= j + 1
+        if before.sum() > 1:
+            axes.plot(steps[before], column[before], color=colours[j], linestyle=":", linewidth=0.8)
+    axes.set_xlabel("after training experience")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_xticks([i + 1 for i in _ticks(rows)])
+    axes.set_title(title, fontsize=10)
+    if T <= 12:
+        axes.legend(fontsize=7, ncol=2 if T > 6 else 1, loc="best")
+    else:
+        mappable = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, T))
+        figure.colorbar(mappable, ax=axes, label="task")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion: np.ndarray, after: int, title: str = ""):
+    """Task confusion after an experience: row = the test image's true task, column = the task of the
+    predicted class, in percent of the row (recency bias: mass in the newest trained column)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    totals = confusion.sum(axis=1, keepdims=True)
+    percent = np.divide(100 * confusion, totals, out=np.full_like(confusion, np.nan), where=totals > 0)
+    T = len(confusion)
+    size = min(16.0, max(4.0, 0.5 * T + 2.0))
+    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    image = axes.imshow(np.ma.masked_invalid(percent), vmin=0, vmax=100, cmap="magma")
+    if T <= 20:
+        for i in range(T):
+            for j in range(T):
+                if not math.isnan(percent[i, j]) and percent[i, j] >= 0.05:
+                    axes.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                              color="white" if percent[i, j] < 50 else "black")
+    axes.set_xticks(_ticks(T), [str(j + 1) for j in _ticks(T)])
+    axes.set_yticks(_ticks(T), [str(i + 1) for i in _ticks(T)])
+    axes.set_xlabel("task of the predicted class")
+    axes.set_ylabel("true task of the test image")
+    axes.set_title(f"{title}task confusion after experience {after} (% of each row)", fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return figure
@@ -143,10 +226,31 @@ class RunRecorder:
             results.update(extra)
         write_json_atomic(self.run_dir / "results.json", results)
         write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
-        figure = matrix_figure(percent)
-        figure.savefig(self.run_dir / "accuracy_matrix.png", dpi=120)
-        plt.close(figure)
+        for name, figure in self.figures(percent, results.get("task_confusion") or []).items():
+            figure.savefig(self.run_dir / f"{name}.png", dpi=120)
+            plt.close(figure)
         return results
+
+    def title(self) -> str:
+        """'lamm on split_shapes_palette (miniclip): ' from the run's header."""
+        parts = [self.header.get("method"), self.header.get("scenario")]
+        model = ((self.header.get("config") or {}).get("model") or {}).get("arch")
+        if not any(parts):
+            return ""
+        return f"{parts[0] or '?'} on {parts[1] or '?'}" + (f" ({model})" if model else "") + ": "
+
+    def figures(self, percent: np.ndarray, confusion: list) -> dict:
+        figures = {"accuracy_matrix": matrix_figure(percent, f"{self.title()}accuracy (%)"),
+                   "accuracy_curves": curves_figure(percent, f"{self.title()}accuracy of each task (%)")}
+        if confusion:
+            figures["task_confusion"] = confusion_figure(np.array(confusion[-1]), len(confusion), self.title())
+        return figures
+
+    def log_confusion(self, confusion: np.ndarray, row: int) -> None:
+        """The task-confusion picture after experience ``row`` (0-based) in TensorBoard."""
+        figure = confusion_figure(confusion, row + 1, self.title())
+        self.tensorboard.add_figure("task_confusion", figure, global_step=row + 1)
+        plt.close(figure)
 
     def finish(self, matrix: np.ndarray, base_to_new: Optional[dict] = None, hparams: Optional[dict] = None) -> None:
         """The final heatmap image and markdown table in TensorBoard (and base / new / hm scalars); the
@@ -155,9 +259,10 @@ class RunRecorder:
             if name in ("base", "new", "hm") and value is not None:
                 self.tensorboard.add_scalar(f"base_to_new/{name}", value, 1)
         percent = to_percent(matrix)
-        figure = matrix_figure(percent)
-        self.tensorboard.add_figure("accuracy_matrix/heatmap", figure, global_step=len(percent))
-        plt.close(figure)
+        for tag, figure in (("accuracy_matrix/heatmap", matrix_figure(percent, f"{self.title()}accuracy (%)")),
+                            ("accuracy_matrix/curves", curves_figure(percent, f"{self.title()}accuracy of each task (%)"))):
+            self.tensorboard.add_figure(tag, figure, global_step=len(percent))
+            plt.close(figure)
         summary = metrics.summarize(completed_prefix(matrix)) if len(completed_prefix(matrix)) else {}
         table = matrix_markdown(percent) + "\n\n" + "\n".join(
             f"- **{k}**: {'n/a' if math.isnan(v) else f'{100 * v:.2f}'}" for k, v in summary.items())

@@ -199,6 +199,7 @@ def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plug
             "config": OmegaConf.to_container(cfg, resolve=True), "weights": dict(backbone.identity),
             "method_state": {k: v.detach().cpu().clone() for k, v in method.adapted_state_dict().items()},
             "matrix": torch.from_numpy(matrix_plugin.matrix.copy()), "timing": list(timing),
+            "task_confusion": list(matrix_plugin.task_confusion),
             "adapted_state_bytes": list(storage["adapted_state_bytes"]),
             "grad_norm_ratio": list(ratio_plugin.history) if ratio_plugin is not None else None,
             "training_log": {"epochs_logged": training_log.epochs_logged,
@@ -220,6 +221,7 @@ def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ra
                               f"{missing[:5]}, unexpected {unexpected[:5]}): give another hydra.run.dir")
     matrix_plugin.matrix = saved["matrix"].numpy().copy()
     matrix_plugin.n_trained = done
+    matrix_plugin.task_confusion = list(saved["task_confusion"])
     timing[:] = saved["timing"]
     storage["adapted_state_bytes"] = list(saved["adapted_state_bytes"])
     if ratio_plugin is not None and saved.get("grad_norm_ratio") is not None:
@@ -398,7 +400,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     def extra() -> dict:
         fields = {"storage": storage, "feature_cache": {**cache_record, **(cache.record() if cache else {})},
-                  "timing": timing, "resources": peak_memory(device)}
+                  "timing": timing, "resources": peak_memory(device),
+                  "task_confusion": matrix_plugin.task_confusion}
         if ratio_plugin is not None:
             fields["grad_norm_ratio"] = ratio_plugin.history
         if cfg.protocol.base_to_new and not np.isnan(matrix_plugin.matrix[0]).any():
@@ -410,6 +413,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if saved is not None:
         done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir)
         recorder.log_row(matrix_plugin.matrix, done - 1)
+        if matrix_plugin.task_confusion:
+            recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), done - 1)
         message = f"resuming {run_dir} from experience {done + 1} of {len(experiences)}"
         print(message if done < len(experiences) else f"{message}: every experience is trained, writing results")
         log.info(message)
@@ -427,6 +432,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
                                                         matrix_plugin, timing, storage, ratio_plugin, training_log))
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
+            recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"
     except (KeyboardInterrupt, Interrupted) as stop:
