@@ -139,6 +139,13 @@ def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, 
     return features, cache, record
 
 
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse, before any work, a run folder that cannot be written (nothing in it is touched)."""
+    if Path(run_dir).exists() and not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigValueError(f"the run folder {run_dir} is not writable: give another hydra.run.dir, or make it "
+                               "writable (chmod u+w)")
+
+
 def previous_run(cfg: DictConfig, run_dir: Path) -> tuple[Optional[dict], Optional[dict]]:
     """(results.json of an earlier run in this folder or None, its checkpoint or None).
 
@@ -305,6 +312,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured stream; returns the final results dict (also written to ``run_dir``)."""
     started = time.time()
     check_config(cfg)
+    check_run_folder(run_dir)
     previous, saved = previous_run(cfg, run_dir)
     if previous is not None and previous.get("status") == "complete":
         print(f"run {run_dir} is complete: not re-run (give another hydra.run.dir to run it again)")

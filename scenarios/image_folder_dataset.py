@@ -7,6 +7,8 @@ from typing import Callable, Optional, Sequence
 import os
 
 from PIL import Image
+
+from scenarios.errors import DatasetFileError
 from scenarios.labelled_images import LabelledImages
 
 
@@ -26,8 +28,15 @@ class ImageFileDataset(LabelledImages):
         self.transform = transform
 
     def image(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as handle:
-            return handle.convert("RGB")
+        path = self.paths[index]
+        try:
+            with Image.open(path) as handle:
+                return handle.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as error:   # PIL: UnidentifiedImageError, truncated files
+            raise DatasetFileError(
+                f"{path} cannot be read as an image ({type(error).__name__}: {error}): the file is damaged or "
+                "not an image. Replace it with the dataset's original, or remove it and its line from the split file"
+            ) from None
 
     def _content_digest(self, digest) -> None:
         """Paths and file sizes (reading every file of a large dataset would take longer than a run)."""

@@ -383,3 +383,35 @@ def test_every_coop_config_names_its_dataset(name):
     assert scenario.root == "/data/coop" and scenario.download is False
     assert (scenario.split_seed, scenario.n_experiences, scenario.class_order_seed, scenario.class_order) == (
         1, 1, None, None)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a jpeg", None], ids=["empty", "garbage", "truncated"])
+def test_a_damaged_image_file_is_named(tmp_path, content):
+    from scenarios.errors import DatasetFileError
+
+    path = tmp_path / "a.jpg"
+    write_image(path, 0)
+    if content is None:
+        content = path.read_bytes()[:40]
+    path.write_bytes(content)
+    dataset = ImageFileDataset([str(path)], [0])
+    with pytest.raises(DatasetFileError, match=r"a.jpg cannot be read as an image .*Replace it"):
+        dataset[0]
+
+
+def test_a_read_only_run_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    import clprompt.run
+    from clprompt.errors import ConfigValueError
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    folder.chmod(0o500)   # root may still write there: the check asks os.access, made to answer as for a user
+    real_access = os.access
+    monkeypatch.setattr(clprompt.run.os, "access",
+                        lambda path, mode: False if str(path) == str(folder) else real_access(path, mode))
+    try:
+        with pytest.raises(ConfigValueError, match="run folder .* is not writable"):
+            clprompt.run.run(compose_config(["scenario=tiny_colors", "model=tiny"]), folder)
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
