@@ -75,6 +75,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.augmentation_views": (_or_null(_int(1)), "null or an integer >= 1"),
     "train.feature_cache": (_choice("auto", "on", "off"), "auto, on or off"),
     "train.compile": (_choice("auto", "on", "off"), "auto, on or off"),
+    "train.checkpoint_every": (_int(0), "an integer >= 0 (epochs; 0: a checkpoint after each experience only)"),
     "train.compile_backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),
     "train.optimizer.lr": (_number(0, strict=True), "a number > 0"),
     "train.optimizer.momentum": (_number(0, maximum=1), "a number in [0, 1)"),
@@ -105,7 +106,7 @@ TOP_LEVEL = ("scenario", "method", "model", "loss", "protocol", "data", "eval", 
 # are checked equal by the suite). The report groups runs over both; a resume refuses a changed seed key.
 SEED_KEYS = ("seed", "protocol.shots_seed", "scenario.split_seed", "train.augmentation_seed")
 NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "cache.dir", "eval.batch_size",
-                "train.feature_cache", "train.compile", "train.compile_backend")
+                "train.feature_cache", "train.compile", "train.compile_backend", "train.checkpoint_every")
 
 
 def flatten_config(node: Any, prefix: str = "") -> dict:

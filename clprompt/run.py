@@ -214,11 +214,16 @@ def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plug
             "rng": checkpoint.rng_states()}
 
 
-def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir) -> int:
-    """Bring the freshly built run to the checkpoint's state; returns the experiences already done."""
+def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir,
+            strategy) -> int:
+    """Bring the freshly built run to the checkpoint's state; returns the experiences already done. A
+    checkpoint inside an experience (train.checkpoint_every) also hands the strategy that experience's
+    optimizer state and generators, which it sets when the experience's training starts."""
     done = int(saved["experiences_done"])
+    within = saved.get("within")
     method.train()
-    for experience in experiences[:done]:  # the method's growth per experience (LAMM's labels, probe rows)
+    grown = experiences[:done + 1] if within else experiences[:done]
+    for experience in grown:  # the method's growth per experience (LAMM's labels, probe rows)
         avalanche_model_adaptation(method, experience)
     method.eval()
     missing, unexpected = method.load_state_dict(saved["method_state"], strict=False)
@@ -233,7 +238,11 @@ def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ra
     storage["adapted_state_bytes"] = list(saved["adapted_state_bytes"])
     if ratio_plugin is not None and saved.get("grad_norm_ratio") is not None:
         ratio_plugin.history = list(saved["grad_norm_ratio"])
-    checkpoint.set_rng_states(saved["rng"])
+    if within:
+        strategy.resume_within = {"epochs_done": int(within["epochs_done"]), "optimizer": within["optimizer"],
+                                  "rng": saved["rng"]}
+    else:
+        checkpoint.set_rng_states(saved["rng"])
     return done
 
 
@@ -417,13 +426,31 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return fields
 
     experiences = list(stream.benchmark.train_stream)[:experiment.train_experiences]
+    if cfg.train.checkpoint_every and isinstance(method, Ensemble):
+        raise ConfigValueError("train.checkpoint_every with an ensemble (protocol.ensemble > 1) is not supported: its "
+                               "members train one after another inside an experience; use train.checkpoint_every=0")
+    strategy.checkpoint_every = cfg.train.checkpoint_every
+
+    def epoch_checkpoint(epochs_done: int) -> None:
+        index = strategy.experience.current_experience
+        payload = checkpoint_payload(cfg, backbone, method, index, matrix_plugin, timing, storage, ratio_plugin,
+                                     training_log)
+        payload["within"] = {"experience": index, "epochs_done": epochs_done,
+                             "optimizer": strategy.optimizer.state_dict()}
+        checkpoint.save(run_dir, payload)
+        log.info("experience %d: checkpoint after epoch %d", index + 1, epochs_done)
+    strategy.epoch_checkpoint = epoch_checkpoint
+
     done = 0
     if saved is not None:
-        done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir)
-        recorder.log_row(matrix_plugin.matrix, done - 1)
-        if matrix_plugin.task_confusion:
-            recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), done - 1)
-        message = f"resuming {run_dir} from experience {done + 1} of {len(experiences)}"
+        done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir, strategy)
+        if done > 0:
+            recorder.log_row(matrix_plugin.matrix, done - 1)
+            if matrix_plugin.task_confusion:
+                recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), done - 1)
+        within = saved.get("within")
+        message = f"resuming {run_dir} from experience {done + 1} of {len(experiences)}" + (
+            f", after its epoch {within['epochs_done']}" if within else "")
         print(message if done < len(experiences) else f"{message}: every experience is trained, writing results")
         log.info(message)
     try:

@@ -77,6 +77,11 @@ class PromptStrategy(SupervisedTemplate):
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.views, self.features = views, features
         self.compiled = compiled        # a CompiledTextTower (train.compile) or None
+        # train.checkpoint_every: every N epochs inside an experience, epoch_checkpoint(epochs done) is
+        # called (the run writes a checkpoint); resume_within continues an experience from one
+        self.checkpoint_every = 0
+        self.epoch_checkpoint: Optional[Callable[[int], None]] = None
+        self.resume_within: Optional[dict] = None
         self._feature_table = None      # the training experience's features, refilled per epoch
         self._features_in = False       # the current loader yields image features, not images
         self._nonfinite = None          # per epoch: did any step's loss leave the finite range?
@@ -172,7 +177,11 @@ class PromptStrategy(SupervisedTemplate):
                 f"epoch {self.clock.train_exp_epochs + 1}: lower the learning rate (train.optimizer.lr) "
                 "or use precision=fp32; the experiences already finished are in results.json"
             )
-        super()._after_training_epoch(**kwargs)
+        super()._after_training_epoch(**kwargs)   # plugins' after_training_epoch; the clock counts the epoch
+        done = self.clock.train_exp_epochs
+        if self.epoch_checkpoint is not None and self.checkpoint_every and done % self.checkpoint_every == 0 \
+                and done < self.train_epochs:   # the last epoch's state is the experience's checkpoint
+            self.epoch_checkpoint(done)
 
     def criterion(self):
         loss = self._criterion(self.mb_output, self.mb_y)
@@ -199,7 +208,24 @@ class PromptStrategy(SupervisedTemplate):
         if self.optimizer is None:
             log.info("experience %d: nothing to train", experience.current_experience)
             return
-        super()._train_exp(experience, eval_streams, **kwargs)
+        if self.resume_within is None:
+            return super()._train_exp(experience, eval_streams, **kwargs)
+        # resuming inside this experience: the optimizer as it was, the generators as they were (set after
+        # the data loader and the optimizer are made, as in the uninterrupted run at that epoch's start)
+        start, state = self.resume_within["epochs_done"], self.resume_within
+        self.resume_within = None
+        self.optimizer.load_state_dict(state["optimizer"])
+        from clprompt.checkpoint import set_rng_states
+
+        set_rng_states(state["rng"])
+        self.clock.train_exp_epochs = start
+        for _ in range(start, self.train_epochs):   # Avalanche's epoch loop, from epoch ``start``
+            self._before_training_epoch(**kwargs)
+            if self._stop_training:
+                self._stop_training = False
+                break
+            self.training_epoch(**kwargs)
+            self._after_training_epoch(**kwargs)
 
     def forward(self):
         with self.autocast():

@@ -48,20 +48,29 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("kill", ["train:2", "train:10", "eval:2", "checkpoint:2"],
-                         ids=["training of experience 1", "training of experience 3",
-                              "evaluation after experience 2", "writing experience 2's checkpoint"])
+KILLS = {  # kill point -> (extra options, the resume message's tail; None: no checkpoint yet, a restart)
+    "train:2": ((), None),
+    "train:10": ((), "from experience 3 of 3"),
+    "eval:2": ((), "from experience 2 of 3"),
+    "checkpoint:2": ((), "from experience 2 of 3"),
+    "train:8 every 1": (("train.checkpoint_every=1",), "from experience 2 of 3, after its epoch 1"),
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS), ids=[
+    "training of experience 1", "training of experience 3", "evaluation after experience 2",
+    "writing experience 2's checkpoint", "epoch 2 of experience 2, with a checkpoint every epoch"])
 def test_killed_anywhere_and_resumed_equals_the_uninterrupted_run(tmp_path, uninterrupted, kill):
     run_dir = tmp_path / "run"
-    killed = clprompt_run(run_dir, kill=kill)
+    extra, expected = KILLS[kill]
+    killed = clprompt_run(run_dir, kill=kill.split()[0], extra=extra)
     assert killed.returncode == -9                       # SIGKILL: nothing could clean up
     if (run_dir / "results.json").exists():
         assert json.loads((run_dir / "results.json").read_text())["status"] == "running"   # looks alive
-    resumed = clprompt_run(run_dir)
+    resumed = clprompt_run(run_dir, extra=extra)
     assert resumed.returncode == 0, resumed.stderr
-    expected_from = {"train:2": None, "train:10": 3, "eval:2": 2, "checkpoint:2": 2}[kill]
-    if expected_from:
-        assert f"resuming {run_dir} from experience {expected_from} of 3" in resumed.stdout
+    if expected:
+        assert f"resuming {run_dir} {expected}" in resumed.stdout
     results = json.loads((run_dir / "results.json").read_text())
     reference = json.loads((uninterrupted / "results.json").read_text())
     assert results["status"] == "complete" and results["accuracy_matrix"] == reference["accuracy_matrix"]
