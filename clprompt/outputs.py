@@ -1,7 +1,8 @@
 """What a run writes: results.json, the accuracy matrix as CSV and PNG, and TensorBoard events.
 
 Matrices arrive as fractions in [0, 1] (NaN for rows not computed yet) and are written in percent.
-``RunRecorder.write`` is called after every experience, so a run that stops early keeps its rows.
+``RunRecorder.write`` is called after every experience, so a run that stops early keeps its rows;
+``finish`` draws the pictures when the run ends, however it ends.
 """
 
 from __future__ import annotations
@@ -226,9 +227,7 @@ class RunRecorder:
             results.update(extra)
         write_json_atomic(self.run_dir / "results.json", results)
         write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
-        for name, figure in self.figures(percent, results.get("task_confusion") or []).items():
-            figure.savefig(self.run_dir / f"{name}.png", dpi=120)
-            plt.close(figure)
+        self._confusion = results.get("task_confusion") or []
         return results
 
     def title(self) -> str:
@@ -253,8 +252,12 @@ class RunRecorder:
         plt.close(figure)
 
     def finish(self, matrix: np.ndarray, base_to_new: Optional[dict] = None, hparams: Optional[dict] = None) -> None:
-        """The final heatmap image and markdown table in TensorBoard (and base / new / hm scalars); the
-        run's key settings in TensorBoard's HParams tab, against its final metrics."""
+        """When the run ends (complete, failed or interrupted): the pictures as PNG files and in
+        TensorBoard with the markdown table (and base / new / hm scalars); the run's key settings in
+        TensorBoard's HParams tab, against its final metrics."""
+        for name, figure in self.figures(to_percent(matrix), getattr(self, "_confusion", [])).items():
+            figure.savefig(self.run_dir / f"{name}.png", dpi=120)
+            plt.close(figure)
         for name, value in (base_to_new or {}).items():
             if name in ("base", "new", "hm") and value is not None:
                 self.tensorboard.add_scalar(f"base_to_new/{name}", value, 1)

@@ -56,6 +56,7 @@ def test_multirun_sweeps_scenarios(tmp_path):
     assert len(results) == 2
     shapes = sorted(np.array(json.loads(p.read_text())["accuracy_matrix"]).shape for p in results)
     assert shapes == [(3, 3), (5, 5)]
+    assert "2 job(s), 2 complete, 0 failed" in done.stderr   # the sweep's summary (clprompt.sweep)
 
 
 @pytest.mark.parametrize("group, valid", [("method", "zeroshot"), ("scenario", "split_fmnist"), ("model", "vit_b16")])

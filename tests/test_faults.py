@@ -32,12 +32,6 @@ def test_a_sweep_goes_on_past_a_failed_job_and_its_exit_status_says_so(tmp_path)
     assert report.returncode == 0 and "0_split_cifar_zeroshot: failed: DatasetNotFoundError" in report.stderr
 
 
-def test_a_sweep_of_complete_jobs_exits_0(tmp_path):
-    done = clprompt_run("-m", "scenario=tiny_colors", "method=zeroshot", "model=tiny", "seed=0,1",
-                        "progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert done.returncode == 0 and "2 job(s), 2 complete, 0 failed" in done.stderr
-
-
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_rows(tmp_path, name, code):
     out = tmp_path / "run"

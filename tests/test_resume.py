@@ -55,9 +55,11 @@ KILLS = {  # kill point -> (extra options, the resume message's tail; None: no c
     "checkpoint:2": ((), "from experience 2 of 3"),
     "train:8 every 1": (("train.checkpoint_every=1",), "from experience 2 of 3, after its epoch 1"),
 }
+SLOW = pytest.mark.slow  # the same path as the default ones, at other moments: python -m pytest -m slow
 
 
-@pytest.mark.parametrize("kill", list(KILLS), ids=[
+@pytest.mark.parametrize("kill", [pytest.param("train:2", marks=SLOW), pytest.param("train:10", marks=SLOW),
+                                  "eval:2", "checkpoint:2", "train:8 every 1"], ids=[
     "training of experience 1", "training of experience 3", "evaluation after experience 2",
     "writing experience 2's checkpoint", "epoch 2 of experience 2, with a checkpoint every epoch"])
 def test_killed_anywhere_and_resumed_equals_the_uninterrupted_run(tmp_path, uninterrupted, kill):
