@@ -1,3 +1,16 @@
 """clprompt: continual-learning simulation of prompt tuning for frozen CLIP models."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+
+def config_dir() -> str:
+    """The Hydra configs: the repository's top-level ``configs/`` when clprompt runs from a checkout (or an
+    editable install of one), else the copy installed with the package (``clprompt/configs``)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "configs", package / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"clprompt's configs are missing: neither {package.parent / 'configs'} nor "
+                            f"{package / 'configs'} holds config.yaml; reinstall clprompt")

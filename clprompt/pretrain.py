@@ -25,6 +25,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from clprompt import config_dir
 from clprompt.backbone import load_backbone, sha256_of_file
 from clprompt.clip_adapter import CLIPAdapter
 from clprompt.methods.zeroshot import ZeroShot
@@ -158,7 +159,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-@hydra.main(config_path="../configs", config_name="pretrain", version_base="1.3")
+@hydra.main(config_path=config_dir(), config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))
 

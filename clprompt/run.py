@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError, ConfigValueError
-from clprompt import checkpoint, metrics
+from clprompt import checkpoint, config_dir, metrics
 from clprompt.checkpoint import CheckpointError
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under
 from clprompt.compiled_step import CompiledTextTower, resolve_compile
@@ -495,7 +495,7 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+@hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     signal.signal(signal.SIGTERM, _raise_interrupted)
