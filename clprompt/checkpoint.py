@@ -27,7 +27,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from clprompt.config_check import flatten_config, under
 from clprompt.errors import ClpromptError
+from clprompt.outputs import write_atomic
 
 FILE = "checkpoint.pt"
 FORMAT = 1
@@ -64,15 +66,12 @@ def set_rng_states(states: dict) -> None:
 def save(run_dir: Path, payload: dict) -> Path:
     """``payload`` (plain data and tensors) as the run's checkpoint, atomically."""
     path = Path(run_dir) / FILE
-    temporary = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-    try:
+
+    def write(temporary: Path) -> None:
         torch.save({"format": FORMAT, **payload}, temporary)
         with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+            os.fsync(handle.fileno())   # on disk before the rename makes it the checkpoint
+    write_atomic(path, write)
     return path
 
 
@@ -101,8 +100,6 @@ def load(run_dir: Path) -> Optional[dict]:
 
 def differences(recorded: dict, current: dict, ignore) -> list[str]:
     """'key: recorded -> current' for every flattened key whose value differs, but those under ``ignore``."""
-    from clprompt.config_check import flatten_config, under
-
     old, new = flatten_config(recorded), flatten_config(current)
     keys = sorted(set(old) | set(new))
     return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}" for key in keys

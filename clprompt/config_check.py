@@ -139,3 +139,6 @@ def check_config(cfg: DictConfig) -> None:
     for key, (check, allowed) in RULES.items():
         if key in values and not check(values[key]):
             raise ConfigValueError(f"{key}={values[key]!r} is not allowed: give {allowed}")
+    if values.get("train.checkpoint_every") and values.get("protocol.ensemble", 1) > 1:
+        raise ConfigValueError("train.checkpoint_every with an ensemble (protocol.ensemble > 1) is not supported: its "
+                               "members train one after another inside an experience; use train.checkpoint_every=0")

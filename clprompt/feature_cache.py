@@ -39,6 +39,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 from torch.utils.data import DataLoader, Dataset
 
 from clprompt.errors import ConfigValueError
+from clprompt.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +169,6 @@ def merge(ids: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, torch.Te
     """Sorted unique ids and their feature rows (duplicates from concurrent writers are equal)."""
     unique, first = np.unique(ids, return_index=True)
     return unique, features[torch.from_numpy(first)]
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary path)``, then rename over ``path``: readers see all of it or nothing."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def check_writable(directory: Path) -> None:

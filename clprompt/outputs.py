@@ -12,8 +12,9 @@ import io
 import json
 import math
 import os
+import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import matplotlib
 
@@ -163,12 +164,21 @@ def confusion_figure(confusion: np.ndarray, after: int, title: str = ""):
     return figure
 
 
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary path)``, then rename over ``path``: readers see all of it or nothing, and a kill
+    or a full disk mid-write leaves the previous file whole (and a stray ``.<name>.*.tmp``)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write JSON through a temporary file, so a reader never sees half a file."""
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-    os.replace(tmp, path)
+    write_atomic(Path(path), lambda temporary: temporary.write_text(json.dumps(payload, indent=2, default=str)))
 
 
 def _finite_or_none(value: float) -> Optional[float]:
@@ -186,6 +196,7 @@ class RunRecorder:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.header = header
+        self._confusion: list = []   # the task-confusion counts as last written, for the pictures
         self.tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
         # per-epoch curves in a folder of their own: their steps are epochs, the others' experiences
         self.training_curves = SummaryWriter(log_dir=str(self.run_dir / "tensorboard" / "train"),
@@ -255,7 +266,7 @@ class RunRecorder:
         """When the run ends (complete, failed or interrupted): the pictures as PNG files and in
         TensorBoard with the markdown table (and base / new / hm scalars); the run's key settings in
         TensorBoard's HParams tab, against its final metrics."""
-        for name, figure in self.figures(to_percent(matrix), getattr(self, "_confusion", [])).items():
+        for name, figure in self.figures(to_percent(matrix), self._confusion).items():
             figure.savefig(self.run_dir / f"{name}.png", dpi=120)
             plt.close(figure)
         for name, value in (base_to_new or {}).items():

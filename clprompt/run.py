@@ -38,7 +38,7 @@ from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_ide
 from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.gradient_ratio import GradientNormRatioPlugin
 from clprompt.methods.ensemble import Ensemble
-from clprompt.outputs import RunRecorder, format_summary
+from clprompt.outputs import RunRecorder, format_summary, write_atomic
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
 from clprompt.strategy import PromptStrategy, autocast_dtype
 from clprompt.sweep import in_multirun, record_failure
@@ -174,8 +174,7 @@ def previous_run(cfg: DictConfig, run_dir: Path) -> tuple[Optional[dict], Option
             raise CheckpointError(
                 f"{run_dir} holds a run with another config; resuming would mix the two. Changed: "
                 f"{'; '.join(changed)}. Run the original command again to resume it, or give another "
-                "hydra.run.dir (only progress, data and cache folders, workers, eval.batch_size, train.feature_cache "
-                "and train.compile may change on a resume)")
+                f"hydra.run.dir (only {', '.join(NEUTRAL_KEYS)} may change on a resume)")
     elif previous is not None and previous.get("completed_experiences", 0) > 0:
         raise CheckpointError(f"{run_dir} has {previous['completed_experiences']} finished experience(s) but no "
                               f"{checkpoint.FILE} (written by a clprompt without checkpoints?): it cannot be resumed; "
@@ -270,10 +269,8 @@ def save_adapted_state(method, run_dir: Path, experience: int, backbone_bytes: i
         return 0
     folder = run_dir / "adapted_state"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"experience_{experience + 1}.pt"
-    temporary = path.with_name(f".{path.name}.tmp")   # a full disk or a kill never leaves half a file
-    torch.save({name: tensor.detach().cpu() for name, tensor in state.items()}, temporary)
-    os.replace(temporary, path)
+    tensors = {name: tensor.detach().cpu() for name, tensor in state.items()}
+    write_atomic(folder / f"experience_{experience + 1}.pt", lambda temporary: torch.save(tensors, temporary))
     size = tensor_bytes(state)
     log.info("experience %d: adapted state %d bytes (backbone %d)", experience + 1, size, backbone_bytes)
     return size
@@ -426,9 +423,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return fields
 
     experiences = list(stream.benchmark.train_stream)[:experiment.train_experiences]
-    if cfg.train.checkpoint_every and isinstance(method, Ensemble):
-        raise ConfigValueError("train.checkpoint_every with an ensemble (protocol.ensemble > 1) is not supported: its "
-                               "members train one after another inside an experience; use train.checkpoint_every=0")
     strategy.checkpoint_every = cfg.train.checkpoint_every
 
     def epoch_checkpoint(epochs_done: int) -> None:
@@ -471,7 +465,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"
     except (KeyboardInterrupt, Interrupted) as stop:
-        status = f"interrupted ({'SIGINT' if isinstance(stop, KeyboardInterrupt) else stop})"
+        status = f"interrupted ({signal_name(stop)})"
         raise
     except BaseException as error:
         status = f"failed: {type(error).__name__}: {error}"
@@ -495,6 +489,11 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
+def signal_name(stop: BaseException) -> str:
+    """'SIGINT' for Ctrl-C, the signal's name for an ``Interrupted``."""
+    return "SIGINT" if isinstance(stop, KeyboardInterrupt) else str(stop)
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -509,7 +508,7 @@ def main(cfg: DictConfig):
             return {"status": "failed", "error": str(error)}
         sys.exit(1)
     except (KeyboardInterrupt, Interrupted) as stop:
-        name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else str(stop)
+        name = signal_name(stop)
         print(f"interrupted ({name}): the finished experiences are kept in {run_dir / 'results.json'}",
               file=sys.stderr)
         sys.exit(130 if name == "SIGINT" else 143)

@@ -26,6 +26,7 @@ import torch
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
+from clprompt.checkpoint import set_rng_states
 from clprompt.errors import ConfigValueError, NonFiniteLossError
 from clprompt.losses import CrossEntropy
 from clprompt.methods.base import PromptMethod
@@ -215,8 +216,6 @@ class PromptStrategy(SupervisedTemplate):
         start, state = self.resume_within["epochs_done"], self.resume_within
         self.resume_within = None
         self.optimizer.load_state_dict(state["optimizer"])
-        from clprompt.checkpoint import set_rng_states
-
         set_rng_states(state["rng"])
         self.clock.train_exp_epochs = start
         for _ in range(start, self.train_epochs):   # Avalanche's epoch loop, from epoch ``start``

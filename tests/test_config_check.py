@@ -54,3 +54,11 @@ def test_an_unknown_option_of_a_method_names_the_options(tmp_path):
     cfg = compose_config(["scenario=tiny_colors", "model=tiny", "method=coop", "+method.ctx_len=4"])
     with pytest.raises(ConfigValueError, match="method.ctx_len is not an option of .*PromptTuning; its options: context, labels, visual, alignment"):
         run(cfg, tmp_path / "run")
+
+
+def test_checkpoints_inside_an_experience_with_an_ensemble_are_refused(tmp_path):
+    cfg = compose_config(["scenario=tiny_colors", "model=tiny", "method=coop", "protocol.ensemble=2",
+                          "train.checkpoint_every=1"])
+    with pytest.raises(ConfigValueError, match="train.checkpoint_every with an ensemble"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
