@@ -4,11 +4,12 @@
     python bench/train_speed.py --device cuda        # GPU: Split-CIFAR-100 (random pixels in the real layout), ViT-B/16
 
 Each (method, path) is one ``python -m clprompt.run`` subprocess, as a user runs it. "today" is
-``train.feature_cache=off data.num_workers=0 train.compile=off`` (every image through the tower at every step and every
-evaluation, loading in the main process); "default" is the configs as shipped, with a cache folder of
+``train.feature_cache=off data.num_workers=0 train.compile=off data.batch_transforms=off`` (every image through the
+tower at every step and every evaluation, loading and transforming per image in the main process); "default" is the configs as shipped, with a cache folder of
 its own that starts empty (a first run: nothing reused from earlier runs), and "default, warm" is the
 same command again on that cache (the second run of a sweep over methods or seeds); ``--compile`` adds
-on CPU the warm run with ``train.compile=on`` (on CUDA the default compiles already). Prints per-run
+on CPU the warm run with ``train.compile=on`` (on CUDA the default compiles already), ``--batched`` a first
+run with ``data.batch_transforms=on`` (on CUDA the default has it). Prints per-run
 train and eval seconds, training images per second, peak memory, the speed-up over today's path, the
 largest difference between the two accuracy matrices, and the extrapolation to each method's recipe
 (epochs scale the training time; evaluation does not change).
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--augmentation", default=None, help="train.augmentation (CPU: model, CUDA: coop)")
     parser.add_argument("--compile", action="store_true", help="CPU: also the warm run with train.compile=on "
                                                                  "(auto is on for CUDA only)")
+    parser.add_argument("--batched", action="store_true", help="CPU: also a first run with data.batch_transforms=on "
+                                                                 "(auto is on for CUDA only)")
     parser.add_argument("--work", default=None, help="folder for runs and caches (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="clprompt-bench-"))
@@ -104,18 +107,21 @@ def main() -> None:
                   "device=cuda", f"train.augmentation={args.augmentation or 'coop'}"]
         machine = torch.cuda.get_device_name(0)
     print(f"machine: {machine}; {' '.join(common)} train.epochs={epochs}", flush=True)
-    paths = {"today": ["train.feature_cache=off", "data.num_workers=0", "train.compile=off"], "default": [],
-             "default, warm": []}
+    # path -> (overrides, feature cache folder): "default, warm" reuses what "default" cached
+    paths = {"today": (["train.feature_cache=off", "data.num_workers=0", "train.compile=off",
+                        "data.batch_transforms=off"], "cache"),
+             "default": ([], "cache"), "default, warm": ([], "cache")}
     if args.device == "cpu" and args.compile:  # on CPU train.compile=auto is off: measure it on
-        paths["warm, compiled"] = ["train.compile=on"]
+        paths["warm, compiled"] = (["train.compile=on"], "cache")
+    if args.device == "cpu" and args.batched:  # on CPU data.batch_transforms=auto is off: a first run with it on
+        paths["default, batched"] = (["data.batch_transforms=on"], "cache_batched")
     rows = []
     for method in methods:
-        cache = work / f"cache_{method}"
         measured = {}
-        for path, extra in paths.items():
+        for path, (extra, cache) in paths.items():
             overrides = common + [f"method={method}", f"train.epochs={epochs}", *extra]
             run_dir = work / "runs" / f"{method}_{path.replace(', ', '_')}"
-            measured[path] = summarize(one_run(overrides, run_dir, cache))
+            measured[path] = summarize(one_run(overrides, run_dir, work / f"{cache}_{method}"))
             m = measured[path]
             print(f"{method:10s} {path:14s} train {m['train_s']:8.1f} s  eval {m['eval_s']:7.1f} s  "
                   f"wall {m['wall_s']:7.1f} s  {m['img_per_s']:8.1f} img/s  {m['memory_mib']:8.0f} MiB  "

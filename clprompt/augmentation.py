@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.transform import MaybeConvertMode
 from torchvision import transforms
 
 from clprompt.backbone import Backbone
@@ -40,7 +41,7 @@ def base_transform(kind: str, backbone: Backbone) -> Callable:
         return transforms.Compose([
             transforms.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.RandomHorizontalFlip(),
-            transforms.Lambda(lambda image: image.convert("RGB")),
+            MaybeConvertMode("RGB"),
             transforms.ToTensor(),
             transforms.Normalize(preprocess.get("mean", OPENAI_DATASET_MEAN), preprocess.get("std", OPENAI_DATASET_STD)),
         ])

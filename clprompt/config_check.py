@@ -62,6 +62,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),
     "data.download": (_bool, "true or false"),
     "data.num_workers": (lambda v: v == "auto" or _int(0)(v), "auto or an integer >= 0"),
+    "data.batch_transforms": (_choice("auto", "on", "off"), "auto, on or off"),
     "eval.protocol": (_choice("class_incremental", "task_incremental"), "class_incremental or task_incremental"),
     "eval.batch_size": (_int(1), "an integer >= 1"),
     "train.epochs": (_int(1), "an integer >= 1 (a method with nothing to train ignores it)"),
@@ -102,10 +103,11 @@ TOP_LEVEL = ("scenario", "method", "model", "loss", "protocol", "data", "eval", 
 
 # Keys that do not change what a run computes. Seed keys: what varies between the repeats of one
 # setting (train.augmentation_seed defaults to ${seed}). Neutral keys: where files are and how fast it
-# runs; each leaves the results as they are (the feature cache, the compiled tower and the worker count
-# are checked equal by the suite). The report groups runs over both; a resume refuses a changed seed key.
+# runs; each leaves the results as they are (the feature cache, the compiled tower, the worker count and the
+# batched transforms are checked equal by the suite). The report groups runs over both; a resume refuses a changed seed key.
 SEED_KEYS = ("seed", "protocol.shots_seed", "scenario.split_seed", "train.augmentation_seed")
-NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "cache.dir", "eval.batch_size",
+NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "data.batch_transforms", "cache.dir",
+                "eval.batch_size",
                 "train.feature_cache", "train.compile", "train.compile_backend", "train.checkpoint_every")
 
 

@@ -205,12 +205,13 @@ class ExperienceFeatures:
     sources: per stream name ('train', 'valid', 'test'), the split dataset its experiences come from
     (its ``fingerprint`` and ``transform`` define the key). encode(images) -> features runs the frozen
     tower (under the run's autocast, without gradients). Encoding reads images with ``loader_args``
-    (workers, pinned memory) and its own generator, so the run's random stream is not touched.
+    (workers, pinned memory) and its own generator, so the run's random stream is not touched; or, given
+    ``images`` (``clprompt.image_batches.ImageBatches``), makes them on the device from the sample ids.
     """
 
     def __init__(self, cache: FeatureCache, encoder: dict, sources: dict, encode: Callable, device: torch.device,
-                 batch_size: int = 256, loader_args: Optional[dict] = None):
-        self.cache, self.sources, self.encode = cache, sources, encode
+                 batch_size: int = 256, loader_args: Optional[dict] = None, images=None):
+        self.cache, self.sources, self.encode, self.images = cache, sources, encode, images
         self.device, self.batch_size = device, batch_size
         self.loader_args = dict(loader_args or {})
         self.loader_args.pop("persistent_workers", None)  # one pass per call
@@ -229,7 +230,11 @@ class ExperienceFeatures:
                                   "dataset_type": type(source).__name__, "views": views})
         return key, random
 
-    def _encode_positions(self, dataset, positions: np.ndarray) -> torch.Tensor:
+    def _encode_positions(self, dataset, positions: np.ndarray, split: str, view: int) -> torch.Tensor:
+        if self.images is not None:
+            ids = torch.from_numpy(np.asarray(dataset.sample_id, dtype=np.int64)[positions])
+            return torch.cat([self.encode(self.images.images(split, chunk, view)).cpu()
+                              for chunk in ids.split(self.batch_size)])
         loader = DataLoader(dataset.subset(positions.tolist()), batch_size=self.batch_size, shuffle=False,
                             generator=torch.Generator(), **self.loader_args)
         features = []
@@ -240,11 +245,12 @@ class ExperienceFeatures:
     def features(self, experience, view: Optional[int] = None) -> torch.Tensor:
         """[len(experience.dataset), d] features of the experience's samples in ``view`` (None: 0)."""
         dataset = experience.dataset
-        key, random = self._key(experience.origin_stream.name, view or 0)
+        split = experience.origin_stream.name
+        key, random = self._key(split, view or 0)
         ids = np.asarray(dataset.sample_id, dtype=np.int64)
         with torch.inference_mode(False), torch.no_grad():  # plain tensors: training reads them too
-            return self.cache.get(key, ids, lambda positions: self._encode_positions(dataset, positions),
-                                  keep=not random)
+            return self.cache.get(key, ids, lambda positions: self._encode_positions(dataset, positions, split,
+                                                                                     key.view), keep=not random)
 
     def dataset(self, experience, view: Optional[int] = None, fill: bool = True):
         """(table, Avalanche dataset of (features, label, task)) for the experience, in its order.

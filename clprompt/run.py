@@ -37,6 +37,7 @@ from clprompt.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.gradient_ratio import GradientNormRatioPlugin
+from clprompt.image_batches import build_image_batches
 from clprompt.methods.ensemble import Ensemble
 from clprompt.outputs import RunRecorder, format_summary, write_atomic
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
@@ -126,7 +127,7 @@ def loader_arguments(num_workers, device: torch.device) -> dict:
     return {"num_workers": num_workers, "pin_memory": cuda, "persistent_workers": cuda and num_workers > 0}
 
 
-def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, loader_args) -> tuple:
+def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, loader_args, images=None) -> tuple:
     """The feature cache when ``train.feature_cache`` resolves on (see clprompt.feature_cache), and its record."""
     enabled, reason = resolve_mode(cfg.train.feature_cache, method.frozen_image_side, type(method).__name__)
     record = {"mode": cfg.train.feature_cache, "enabled": enabled, "reason": reason}
@@ -135,7 +136,7 @@ def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, 
     cache = FeatureCache(cfg.cache.dir)
     encoder = encoder_identity(backbone.model.visual, strategy.amp_dtype, device)
     features = ExperienceFeatures(cache, encoder, dict(stream.splits), strategy.encode_images, device,
-                                  cfg.eval.batch_size, loader_args)
+                                  cfg.eval.batch_size, loader_args, images=images)
     return features, cache, record
 
 
@@ -396,14 +397,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     header["compile"] = {"mode": cfg.train.compile, "enabled": compile_on, "reason": compile_reason,
                          **(strategy.compiled.record() if compile_on else {})}
     loader_args = loader_arguments(cfg.data.num_workers, device)
+    strategy.image_batches, batch_record = build_image_batches(cfg.data.batch_transforms, dict(stream.splits), device)
     strategy.features, cache, cache_record = build_features(cfg, method, stream, backbone, strategy, device,
-                                                            loader_args)
-    header["data_loading"] = loader_args
+                                                            loader_args, images=strategy.image_batches)
+    header["data_loading"] = {**loader_args, "batch_transforms": batch_record}
     header["augmentation"] = {"kind": cfg.train.augmentation, "random": views.random,
                               "seed": views.seed if views.random else None,
                               "views": n_views if views.random else 1, "epochs": cfg.train.epochs,
                               "new_view_every_epoch": (not views.random) or n_views >= cfg.train.epochs}
     log.info("text tower compile %s", compile_reason)
+    log.info("transforms %s", batch_record["reason"])
     log.info("feature cache %s%s", cache_record["reason"], f", {cache.directory}" if cache and cache.directory else "")
     log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
              len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")

@@ -5,11 +5,13 @@ per experience over the method's trainable parameters only (Avalanche's default 
 backbone parameter too). A method with nothing to train (zero-shot) goes through the same calls and
 simply runs no epoch.
 
-Three rooms the strategy calls: the training views (``clprompt.augmentation.SampleViews``: the strategy
-tells them the epoch) and, for a method whose image side is frozen, the feature cache
+Four rooms the strategy calls: the training views (``clprompt.augmentation.SampleViews``: the strategy
+tells them the epoch); for a method whose image side is frozen, the feature cache
 (``clprompt.feature_cache.ExperienceFeatures``): training and evaluation then iterate over image
 features instead of images, in the same order, and the method scores them with
-``logits_from_image_features``; and, with ``train.compile``, the compiled text tower
+``logits_from_image_features``; otherwise, with ``data.batch_transforms``, the decoded images
+(``clprompt.image_batches.ImageBatches``): the loader yields sample ids and the batch's images are made
+on the device, the same as the per-image path's; and, with ``train.compile``, the compiled text tower
 (``clprompt.compiled_step.CompiledTextTower``), installed while an experience trains. The NaN check
 reads the loss once per epoch (no host sync per step).
 """
@@ -57,7 +59,7 @@ class PromptStrategy(SupervisedTemplate):
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
                  loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
                  precision: str = "auto", views=None, features=None, train_classes: str = "experience",
-                 compiled=None):
+                 compiled=None, image_batches=None):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
@@ -77,6 +79,7 @@ class PromptStrategy(SupervisedTemplate):
         # fp16 gradients of small prompt losses underflow without loss scaling (bf16 needs none)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.views, self.features = views, features
+        self.image_batches = image_batches   # an ImageBatches (data.batch_transforms) or None
         self.compiled = compiled        # a CompiledTextTower (train.compile) or None
         # train.checkpoint_every: every N epochs inside an experience, epoch_checkpoint(epochs done) is
         # called (the run writes a checkpoint); resume_within continues an experience from one
@@ -85,6 +88,7 @@ class PromptStrategy(SupervisedTemplate):
         self.resume_within: Optional[dict] = None
         self._feature_table = None      # the training experience's features, refilled per epoch
         self._features_in = False       # the current loader yields image features, not images
+        self._ids_in = False            # the current loader yields sample ids, made into images on the device
         self._nonfinite = None          # per epoch: did any step's loss leave the finite range?
 
     def autocast(self):
@@ -139,19 +143,33 @@ class PromptStrategy(SupervisedTemplate):
             return self.warmup_lr
         return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, self.train_epochs)))
 
-    def make_train_dataloader(self, **kwargs):
+    def _loader_input(self, kwargs: dict, training: bool) -> None:
+        """Set what the experience's loader yields: features, sample ids or (the default) images."""
         self._features_in = self.features is not None
-        if self._features_in:  # features in memory: no workers to feed; filled per epoch
-            self._feature_table, self.adapted_dataset = self.features.dataset(self.experience, view=None, fill=False)
+        self._ids_in = not self._features_in and self.image_batches is not None
+        if self._features_in:  # features in memory: no workers to feed; filled per epoch in training
+            table, self.adapted_dataset = (self.features.dataset(self.experience, view=None, fill=False) if training
+                                           else self.features.dataset(self.experience))
+            if training:
+                self._feature_table = table
+        elif self._ids_in:     # ids: the images are made on the device, in _unpack_minibatch
+            self.adapted_dataset = self.image_batches.dataset(self.experience)
+        if self._features_in or self._ids_in:
             kwargs.update(num_workers=0, pin_memory=False, persistent_workers=False)
+
+    def make_train_dataloader(self, **kwargs):
+        self._loader_input(kwargs, training=True)
         super().make_train_dataloader(**kwargs)
 
     def make_eval_dataloader(self, **kwargs):
-        self._features_in = self.features is not None
-        if self._features_in:
-            _, self.adapted_dataset = self.features.dataset(self.experience)
-            kwargs.update(num_workers=0, pin_memory=False, persistent_workers=False)
+        self._loader_input(kwargs, training=False)
         super().make_eval_dataloader(**kwargs)
+
+    def _unpack_minibatch(self):
+        if self._ids_in:   # sample ids (on the host) -> the split's images in the current view, on the device
+            self.mbatch = list(self.mbatch)
+            self.mbatch[0] = self.image_batches.images(self.experience.origin_stream.name, self.mbatch[0])
+        super()._unpack_minibatch()
 
     def _before_training_epoch(self, **kwargs):
         epoch = self.clock.train_exp_epochs

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
-from scenarios.labelled_images import LabelledImages
+from scenarios.labelled_images import DecodedImages, LabelledImages
 
 
 class ArrayImageDataset(LabelledImages):
@@ -28,6 +28,9 @@ class ArrayImageDataset(LabelledImages):
 
     def image(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index]).convert("RGB")
+
+    def decoded(self) -> DecodedImages:
+        return DecodedImages(self.images, np.arange(len(self.images)))
 
     def _content_digest(self, digest) -> None:
         digest.update(repr((self.images.shape, str(self.images.dtype))).encode())

@@ -2,6 +2,8 @@
 
 Two things let the model side treat any of them alike without knowing which it is:
 
+- ``decoded()`` hands over the images as one uint8 array when the dataset holds them so (the small
+  datasets), for transforms computed in batches on the device (clprompt.image_batches);
 - a *per-sample* transform (one with ``per_sample = True``) is called as ``transform(image, index)``,
   so that random augmentation can be a pure function of the sample (clprompt.augmentation);
 - ``fingerprint()`` names the images' content (not the labels), so that features computed from one
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -26,6 +30,22 @@ def apply_transform(transform: Optional[Callable], image, index: int):
     if getattr(transform, "per_sample", False):
         return transform(image, index)
     return transform(image)
+
+
+@dataclass
+class DecodedImages:
+    """A dataset's images as one uint8 array indexed by sample id (``sample_ids``), and per sample the index
+    its per-sample transform is called with (the index its random view is seeded by).
+
+    pixels: [N, H, W] (grayscale) or [N, H, W, 3] (RGB); view_index: int [N].
+    """
+
+    pixels: np.ndarray
+    view_index: np.ndarray
+
+    def rgb(self) -> np.ndarray:
+        """[N, H, W, 3]: grayscale repeated over three channels, as PIL's convert("RGB") does."""
+        return self.pixels if self.pixels.ndim == 4 else np.repeat(self.pixels[..., None], 3, axis=-1)
 
 
 class LabelledImages(Dataset):
@@ -41,6 +61,10 @@ class LabelledImages(Dataset):
     def image(self, index: int) -> Image.Image:
         """Sample ``index`` as an RGB PIL image."""
         raise NotImplementedError
+
+    def decoded(self) -> Optional[DecodedImages]:
+        """The images as one array (None: they are read one by one, e.g. from files)."""
+        return None
 
     def _content_digest(self, digest) -> None:
         """Feed what defines the images (pixels, or file paths and sizes) to a hashlib digest."""

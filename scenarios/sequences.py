@@ -17,11 +17,13 @@ import bisect
 import hashlib
 from typing import Callable, Mapping, Optional
 
+import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch.utils.data import Dataset
 
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
+from scenarios.labelled_images import DecodedImages
 from scenarios.stream import TaskStream, experience_benchmark, sample_ids
 
 
@@ -66,6 +68,16 @@ class SequenceDataset(Dataset):
         for member in self.members:
             digest.update(member.fingerprint().encode())
         return digest.hexdigest()
+
+    def decoded(self) -> Optional[DecodedImages]:
+        """The members' images end to end (indexed by ``sample_ids``), when each member holds its images in an
+        array and all have one size; each keeps its own view index (a member's sample i is seeded as i)."""
+        members = [m.decoded() if hasattr(m, "decoded") else None for m in self.members]
+        if any(m is None for m in members) or len({m.rgb().shape[1:] for m in members}) != 1:
+            return None
+        if [len(m.view_index) for m in members] != [max(sample_ids(m), default=-1) + 1 for m in self.members]:
+            return None   # the shift of the sample ids is not the member's array length
+        return DecodedImages(np.concatenate([m.rgb() for m in members]), np.concatenate([m.view_index for m in members]))
 
     def sample_ids(self) -> list[int]:
         ids, shift = [], 0

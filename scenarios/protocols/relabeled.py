@@ -41,6 +41,10 @@ class RelabeledSubset(Dataset):
     def fingerprint(self) -> str:
         return self.dataset.fingerprint()
 
+    def decoded(self):
+        """The underlying dataset's images (indexed by its sample ids, which are this view's too)."""
+        return self.dataset.decoded() if hasattr(self.dataset, "decoded") else None
+
     def sample_ids(self) -> list[int]:
         ids = self.dataset.sample_ids()
         return [ids[i] for i in self.indices]
