@@ -79,6 +79,26 @@ def test_cocoop_text_features_depend_on_the_image(tiny_backbone):
     assert method.context.context.grad.abs().sum() > 0
 
 
+def test_cocoop_scores_a_batch_as_each_image_alone_whatever_the_pass_size(tiny_backbone):
+    """The batched text forward (B x C prompts at once, prompts_per_pass rows a pass) gives each image the
+    logits the per-image loop gives it (the reference's loop over the batch)."""
+    method = CoCoOp(tiny_backbone, NAMES, LearnedContext(length=4, init_words="a photo of a")).eval()
+    with torch.no_grad():
+        method.meta_net[0].bias.copy_(torch.tensor([1.0, 1.0, -1.0, -1.0]))
+        features = method.image_features(images(5))
+        shifts = method.meta_net(features.float())
+        loop = torch.stack([method.clip.logit_scale * f @ method.class_text_features(range(4), context_shift=s).t()
+                            for f, s in zip(features, shifts)])
+        method.set_candidate_classes(range(4))
+        for per_pass in (1, 4, 8, 10_000):   # 1 image a pass (the classes never split), 2, all five
+            method.prompts_per_pass = per_pass
+            torch.testing.assert_close(method.logits_from_image_features(features), loop, atol=1e-5, rtol=1e-5)
+        alone = torch.cat([method.logits_from_image_features(features[i:i + 1]) for i in range(5)])
+        torch.testing.assert_close(alone, loop, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigValueError, match="prompts_per_pass"):
+        CoCoOp(tiny_backbone, NAMES, LearnedContext(length=4, init_words="a photo of a"), prompts_per_pass=0)
+
+
 def test_linear_probe_from_text_starts_as_zeroshot_and_grows_per_experience(tiny_backbone):
     probe = LinearProbe(tiny_backbone, NAMES, init="text").eval()
     with torch.no_grad():
