@@ -8,8 +8,8 @@ Each (method, path) is one ``python -m clprompt.run`` subprocess, as a user runs
 tower at every step and every evaluation, loading and transforming per image in the main process); "default" is the configs as shipped, with a cache folder of
 its own that starts empty (a first run: nothing reused from earlier runs), and "default, warm" is the
 same command again on that cache (the second run of a sweep over methods or seeds); ``--compile`` adds
-on CPU the warm run with ``train.compile=on`` (on CUDA the default compiles already), ``--batched`` a first
-run with ``data.batch_transforms=on`` (on CUDA the default has it). Prints per-run
+on CPU the warm run with ``train.compile=on`` (on CUDA the default compiles already), ``--per-image`` a first
+run with ``data.batch_transforms=off`` (the default's cache without the batched transforms). Prints per-run
 train and eval seconds, training images per second, peak memory, the speed-up over today's path, the
 largest difference between the two accuracy matrices, and the extrapolation to each method's recipe
 (epochs scale the training time; evaluation does not change).
@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--augmentation", default=None, help="train.augmentation (CPU: model, CUDA: coop)")
     parser.add_argument("--compile", action="store_true", help="CPU: also the warm run with train.compile=on "
                                                                  "(auto is on for CUDA only)")
-    parser.add_argument("--batched", action="store_true", help="CPU: also a first run with data.batch_transforms=on "
-                                                                 "(auto is on for CUDA only)")
+    parser.add_argument("--per-image", action="store_true", help="also a first run with data.batch_transforms=off "
+                                                                   "(the defaults' cache, per-image PIL transforms)")
     parser.add_argument("--work", default=None, help="folder for runs and caches (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="clprompt-bench-"))
@@ -113,8 +113,8 @@ def main() -> None:
              "default": ([], "cache"), "default, warm": ([], "cache")}
     if args.device == "cpu" and args.compile:  # on CPU train.compile=auto is off: measure it on
         paths["warm, compiled"] = (["train.compile=on"], "cache")
-    if args.device == "cpu" and args.batched:  # on CPU data.batch_transforms=auto is off: a first run with it on
-        paths["default, batched"] = (["data.batch_transforms=on"], "cache_batched")
+    if args.per_image:  # what the batched transforms add to the cache: the default without them, on an empty cache
+        paths["default, per-image"] = (["data.batch_transforms=off"], "cache_per_image")
     rows = []
     for method in methods:
         measured = {}

@@ -317,27 +317,33 @@ class ImageBatches:
                 views.set_epoch(0)
         return None
 
+    def output_side(self, split: str) -> int:
+        """The longer side of the split's transformed images (from its first sample)."""
+        return max(self.images(split, torch.zeros(1, dtype=torch.int64)).shape[-2:])
+
     def dataset(self, experience):
         """The experience's (sample id, label) items as an Avalanche dataset, in its order."""
         data = experience.dataset
         return as_supervised_dataset(IdTable(data.sample_id, data.targets))
 
 
+CPU_MAX_SIDE = 64   # auto on CPU: batched up to this output size (measured faster there; slower at 224 px)
+
+
 def build_image_batches(mode: str, splits: dict, device: torch.device) -> tuple[Optional[ImageBatches], dict]:
     """``data.batch_transforms=mode`` for a stream's splits: (ImageBatches or None, its record for results.json).
 
-    auto: on for CUDA when every split holds decoded images, every transform has a batched equivalent and
-    the first images come out equal to the per-image path's; off on CPU (there the per-image path costs
-    about as much: 0.5 against 0.3 ms an image at 32 px, less at 224 px, and the image tower dominates).
-    on: the same checks on any device, refused with the reason; off: the per-image path.
+    auto: on when every split holds decoded images, every transform has a batched equivalent and the first
+    images come out equal to the per-image path's; on CUDA always, on CPU for outputs of at most 64 px
+    (``bench/transform_speed.py``: at 32 px the batches run 2.6 times as fast as PIL on 2 cores, at 224 px
+    4 times as slow, their float64 passes over the large output costing more than PIL's integer ones).
+    on: the same checks on any device and size, refused with the reason; off: the per-image path.
     """
     if mode not in MODES:
         raise ConfigValueError(f"data.batch_transforms={mode!r}; choose auto, on or off")
     record = {"mode": mode, "enabled": False}
     if mode == "off":
         return None, {**record, "reason": "off: per-image PIL transforms in the loader"}
-    if mode == "auto" and device.type != "cuda":
-        return None, {**record, "reason": f"auto: per-image PIL transforms on {device.type} (batched on CUDA)"}
     reason, batches = None, None
     for name, dataset in splits.items():
         if getattr(dataset, "decoded", lambda: None)() is None:
@@ -355,5 +361,9 @@ def build_image_batches(mode: str, splits: dict, device: torch.device) -> tuple[
         if mode == "on":
             raise ConfigValueError(f"data.batch_transforms=on, but {reason}: use data.batch_transforms=auto or off")
         return None, {**record, "reason": f"per-image: {reason}"}
+    side = max(batches.output_side(name) for name in splits)
+    if mode == "auto" and device.type != "cuda" and side > CPU_MAX_SIDE:
+        return None, {**record, "reason": f"auto: per-image PIL transforms on {device.type} at {side} px (batched on "
+                                          f"CUDA, and on CPU up to {CPU_MAX_SIDE} px)"}
     return batches, {**record, "enabled": True,
-                     "reason": f"{mode}: images decoded once on {device.type}, transformed in batches"}
+                     "reason": f"{mode}: images decoded once on {device.type}, transformed in batches ({side} px)"}

@@ -101,8 +101,14 @@ def test_where_batches_cannot_be_made_auto_keeps_the_per_image_path_and_on_is_re
         build_image_batches("on", {"train": files}, CPU)
     batches, record = build_image_batches("auto", {"train": files}, torch.device("cuda"))
     assert batches is None and not record["enabled"] and "not an in-memory image array" in record["reason"]
-    batches, record = build_image_batches("auto", {"train": files}, CPU)   # auto is off on CPU
-    assert batches is None and "per-image PIL transforms on cpu" in record["reason"]
+
+    # auto on CPU: batched at the sandbox's 32 px (faster than PIL there), per image at 224 px (slower)
+    small = ArrayImageDataset(np.zeros((2, 32, 32, 3), np.uint8), [0, 1], FakeBackbone(32).eval_transform)
+    assert build_image_batches("auto", {"test": small}, CPU)[1]["enabled"]
+    large = ArrayImageDataset(np.zeros((2, 32, 32, 3), np.uint8), [0, 1], FakeBackbone(224).eval_transform)
+    batches, record = build_image_batches("auto", {"test": large}, CPU)
+    assert batches is None and "per-image PIL transforms on cpu at 224 px" in record["reason"]
+    assert build_image_batches("on", {"test": large}, CPU)[1]["enabled"]
 
     pixels = np.zeros((2, 8, 8, 3), np.uint8)
     jitter = transforms.Compose([transforms.ColorJitter(0.5), transforms.ToTensor()])
