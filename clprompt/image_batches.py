@@ -298,19 +298,20 @@ class ImageBatches:
         return transform(pixels, self.view_indices[split][ids.numpy()], view)
 
     def differs_from_per_image(self, splits: dict, count: int = 8) -> Optional[str]:
-        """None when each split's first ``count`` samples (views 0 and 1) equal the per-image transform's, else
+        """None when each split's first ``count`` samples (in epochs 0 and 1) equal the per-image transform's, else
         what differs (a guard against a Pillow whose resampling changed; tests/test_image_batches.py checks
         many more)."""
         for name, dataset in splits.items():
             views = self.transforms[name].views
             positions = range(min(count, len(dataset)))
             ids = torch.tensor(sample_ids(dataset)[:len(positions)], dtype=torch.int64)
-            for view in ((0, 1) if views is not None and views.random else (0,)):
+            for epoch in ((0, 1) if views is not None and views.random else (0,)):
                 if views is not None:
-                    views.set_epoch(view)
+                    views.set_epoch(epoch)
                 expected = torch.stack([dataset[p][0] for p in positions])
-                got = self.images(name, ids, view).cpu()
+                got = self.images(name, ids).cpu()    # the view the per-image transform serves now
                 if not torch.equal(expected, got):
+                    view = views.view if views is not None else 0
                     return (f"its {name} images in view {view} differ from the per-image transform's (Pillow "
                             f"{PIL.__version__}; largest difference {float((expected - got).abs().max()):.3g})")
             if views is not None:
