@@ -50,13 +50,13 @@ def _bool(value):
 
 
 def _device(value):
-    return isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value) is not None
+    return isinstance(value, str) and re.fullmatch(r"auto|per_job|cpu|cuda(:\d+)?|mps", value) is not None
 
 
 # key -> (check, what is allowed)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_int(), "an integer"),
-    "device": (_device, "auto, cpu, cuda or cuda:N"),
+    "device": (_device, "auto, per_job, cpu, cuda or cuda:N"),
     "precision": (_choice("auto", "fp32", "bf16", "fp16"), "auto, fp32, bf16 or fp16"),
     "progress": (_bool, "true or false"),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),

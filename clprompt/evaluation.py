@@ -40,8 +40,11 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
     """
 
     def __init__(self, experience_classes: Sequence[Sequence[int]], protocol: str = "class_incremental",
-                 progress: bool = True):
+                 progress: bool = True, reduce=None):
+        """reduce(tensor) -> tensor: sums counts over the processes of a torchrun run (each scored a share of
+        every test experience); None: one process."""
         super().__init__()
+        self.reduce = reduce
         if protocol not in PROTOCOLS:
             raise ConfigValueError(f"eval.protocol={protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         self.experience_classes = [list(c) for c in experience_classes]
@@ -96,8 +99,13 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         if self.n_trained == 0:
             return
         row = self.n_trained - 1
-        for task, (correct, total) in self._counts.items():
-            self.matrix[row, task] = int(correct) / total if total else np.nan
+        tasks = sorted(self._counts)
+        counts = torch.tensor([[int(self._counts[t][0]), int(self._counts[t][1])] for t in tasks], dtype=torch.long)
+        if self.reduce is not None:
+            counts = self.reduce(counts)
+            self._confusion = self.reduce(self._confusion) if self._confusion is not None else None
+        for task, (correct, total) in zip(tasks, counts.tolist()):
+            self.matrix[row, task] = correct / total if total else np.nan
         if self._confusion is not None:
             del self.task_confusion[row:]
             self.task_confusion.append(self._confusion.cpu().tolist())

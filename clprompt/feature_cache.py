@@ -38,6 +38,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from torch.utils.data import DataLoader, Dataset
 
+from clprompt.distributed import Distributed
 from clprompt.errors import ConfigValueError
 from clprompt.outputs import write_atomic
 
@@ -82,7 +83,10 @@ class FeatureCache:
     ``hits`` and ``misses`` count samples looked up and found / encoded.
     """
 
-    def __init__(self, directory: Optional[str | Path]):
+    def __init__(self, directory: Optional[str | Path], distributed: Optional[Distributed] = None):
+        """distributed: the processes of a torchrun run, which decide their misses together (the union),
+        encode them in shares and let the main one write the shards."""
+        self.distributed = distributed or Distributed()
         self.directory = Path(directory).expanduser() if directory else None
         self.hits = self.misses = 0
         self._tables: dict[FeatureKey, tuple[np.ndarray, torch.Tensor]] = {}
@@ -145,13 +149,15 @@ class FeatureCache:
             where = np.clip(np.searchsorted(table_ids, ids), 0, len(table_ids) - 1)
             found = table_ids[where] == ids
             rows = where
-        missing = np.flatnonzero(~found)
-        self.hits += int(found.sum())
+        missing = np.flatnonzero(self.distributed.union(~found))
+        self.hits += len(ids) - len(missing)
         self.misses += len(missing)
         if len(missing):
             new_ids, first = np.unique(ids[missing], return_index=True)
             new = encode(missing[first]).detach().cpu()
-            self._save(key, new_ids, new)
+            if self.distributed.is_main:
+                self._save(key, new_ids, new)
+            self.distributed.barrier()   # every process reads the shard from the disk state they share
             table = merge(new_ids, new) if table is None else merge(
                 np.concatenate([table[0], new_ids]), torch.cat([table[1], new.to(table[1].dtype)]))
             rows = np.searchsorted(table[0], ids)
@@ -231,6 +237,15 @@ class ExperienceFeatures:
         return key, random
 
     def _encode_positions(self, dataset, positions: np.ndarray, split: str, view: int) -> torch.Tensor:
+        """Features of the experience's items at ``positions``; over a torchrun run's processes, each encodes
+        its share and the shares are gathered in order."""
+        split_up = self.cache.distributed
+        if split_up.enabled and len(positions) >= split_up.world_size:
+            mine = self._encode_own(dataset, positions[split_up.share(len(positions))], split, view)
+            return split_up.gather_shares(mine, len(positions))
+        return self._encode_own(dataset, positions, split, view)
+
+    def _encode_own(self, dataset, positions: np.ndarray, split: str, view: int) -> torch.Tensor:
         if self.images is not None:
             ids = torch.from_numpy(np.asarray(dataset.sample_id, dtype=np.int64)[positions])
             return torch.cat([self.encode(self.images.images(split, chunk, view)).cpu()

@@ -185,18 +185,30 @@ def _finite_or_none(value: float) -> Optional[float]:
     return None if value is None or math.isnan(value) else float(value)
 
 
+class SilentWriter:
+    """A SummaryWriter that writes nothing (a torchrun process other than the main one)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 class RunRecorder:
-    """Writes a run's outputs into its directory, refreshed after every experience."""
+    """Writes a run's outputs into its directory, refreshed after every experience.
+
+    enabled=False (the other processes of a torchrun run) computes the results and writes nothing."""
 
     def __init__(self, run_dir: Path, header: dict, purge_step: Optional[int] = None,
-                 training_purge_step: Optional[int] = None):
+                 training_purge_step: Optional[int] = None, enabled: bool = True):
         """purge_step / training_purge_step: hide the events an earlier, interrupted process logged at this
         step and later, in the per-experience curves / the per-epoch training curves (a resumed run logs
         them again)."""
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.header = header
+        self.header, self.enabled = header, enabled
         self._confusion: list = []   # the task-confusion counts as last written, for the pictures
+        if not enabled:
+            self.tensorboard = self.training_curves = SilentWriter()
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
         # per-epoch curves in a folder of their own: their steps are epochs, the others' experiences
         self.training_curves = SummaryWriter(log_dir=str(self.run_dir / "tensorboard" / "train"),
@@ -236,9 +248,10 @@ class RunRecorder:
             extra = dict(extra)
             summary.update(extra.pop("metrics", {}))
             results.update(extra)
-        write_json_atomic(self.run_dir / "results.json", results)
-        write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
         self._confusion = results.get("task_confusion") or []
+        if self.enabled:
+            write_json_atomic(self.run_dir / "results.json", results)
+            write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
         return results
 
     def title(self) -> str:
@@ -258,6 +271,8 @@ class RunRecorder:
 
     def log_confusion(self, confusion: np.ndarray, row: int) -> None:
         """The task-confusion picture after experience ``row`` (0-based) in TensorBoard."""
+        if not self.enabled:
+            return
         figure = confusion_figure(confusion, row + 1, self.title())
         self.tensorboard.add_figure("task_confusion", figure, global_step=row + 1)
         plt.close(figure)
@@ -266,6 +281,8 @@ class RunRecorder:
         """When the run ends (complete, failed or interrupted): the pictures as PNG files and in
         TensorBoard with the markdown table (and base / new / hm scalars); the run's key settings in
         TensorBoard's HParams tab, against its final metrics."""
+        if not self.enabled:
+            return
         for name, figure in self.figures(to_percent(matrix), self._confusion).items():
             figure.savefig(self.run_dir / f"{name}.png", dpi=120)
             plt.close(figure)

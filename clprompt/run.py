@@ -34,6 +34,7 @@ from clprompt import checkpoint, config_dir, metrics
 from clprompt.checkpoint import CheckpointError
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under
 from clprompt.compiled_step import CompiledTextTower, resolve_compile
+from clprompt.distributed import Distributed
 from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.evaluation import AccuracyMatrixPlugin
 from clprompt.gradient_ratio import GradientNormRatioPlugin
@@ -58,12 +59,29 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``device=``: auto (CUDA if present), cpu, cuda, cuda:N, or per_job: a sweep's job k on GPU k mod the GPU
+    count (Hydra's joblib launcher on a multi-GPU machine; cpu without CUDA)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "per_job":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{job_number() % torch.cuda.device_count()}")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ClpromptError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ClpromptError(f"device={name} but this machine has {count} GPU(s) (cuda:0 to cuda:{count - 1}); "
+                            "give one of those, or device=per_job to spread a sweep's jobs over them")
     return device
+
+
+def job_number() -> int:
+    """This job's number in a Hydra sweep (``hydra.job.num``), 0 outside one."""
+    if HydraConfig.initialized() and in_multirun():
+        return int(HydraConfig.get().job.num)
+    return 0
 
 
 def build(cfg: DictConfig, kind: str, **kwargs):
@@ -127,13 +145,14 @@ def loader_arguments(num_workers, device: torch.device) -> dict:
     return {"num_workers": num_workers, "pin_memory": cuda, "persistent_workers": cuda and num_workers > 0}
 
 
-def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, loader_args, images=None) -> tuple:
+def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, loader_args, images=None,
+                   distributed=None) -> tuple:
     """The feature cache when ``train.feature_cache`` resolves on (see clprompt.feature_cache), and its record."""
     enabled, reason = resolve_mode(cfg.train.feature_cache, method.frozen_image_side, type(method).__name__)
     record = {"mode": cfg.train.feature_cache, "enabled": enabled, "reason": reason}
     if not enabled:
         return None, None, record
-    cache = FeatureCache(cfg.cache.dir)
+    cache = FeatureCache(cfg.cache.dir, distributed)
     encoder = encoder_identity(backbone.model.visual, strategy.amp_dtype, device)
     features = ExperienceFeatures(cache, encoder, dict(stream.splits), strategy.encode_images, device,
                                   cfg.eval.batch_size, loader_args, images=images)
@@ -262,12 +281,14 @@ def tensor_bytes(state: dict) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def save_adapted_state(method, run_dir: Path, experience: int, backbone_bytes: int) -> int:
+def save_adapted_state(method, run_dir: Path, experience: int, backbone_bytes: int, write: bool = True) -> int:
     """Save what the method learned up to this experience on its own (not the backbone); returns its size
-    in bytes (0 when nothing is learned, and nothing is written)."""
+    in bytes (0 when nothing is learned, and nothing is written). write=False: the size only."""
     state = method.adapted_state_dict()
     if not state:
         return 0
+    if not write:
+        return tensor_bytes(state)
     folder = run_dir / "adapted_state"
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().cpu() for name, tensor in state.items()}
@@ -319,15 +340,31 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured stream; returns the final results dict (also written to ``run_dir``)."""
     started = time.time()
     check_config(cfg)
+    device = resolve_device(cfg.device)
+    distributed = Distributed.from_environment(device)   # torchrun's processes, or this one alone
+    try:
+        return run_on(cfg, Path(distributed.broadcast_object(str(run_dir))), distributed,
+                      distributed.device(device), started)
+    finally:
+        distributed.close()
+
+
+def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: torch.device, started: float) -> dict:
+    """``run`` in one process of the run's processes (see clprompt.distributed): every process computes, the
+    main one writes."""
+    main = distributed.is_main
+    if not main:   # the main process speaks for the run
+        logging.getLogger("clprompt").setLevel(logging.WARNING)
     check_run_folder(run_dir)
     previous, saved = previous_run(cfg, run_dir)
+    distributed.barrier()   # every process has read the folder before the main one writes to it
     if previous is not None and previous.get("status") == "complete":
-        print(f"run {run_dir} is complete: not re-run (give another hydra.run.dir to run it again)")
-        print(format_summary(np.array([[np.nan if v is None else v / 100 for v in row]
-                                       for row in previous["accuracy_matrix"]])))
+        if main:
+            print(f"run {run_dir} is complete: not re-run (give another hydra.run.dir to run it again)")
+            print(format_summary(np.array([[np.nan if v is None else v / 100 for v in row]
+                                           for row in previous["accuracy_matrix"]])))
         return previous
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     autocast_dtype(device, cfg.precision)  # refuses a precision the device cannot use, before any work
     backbone = build(cfg, "model")
     n_views = cfg.train.augmentation_views or cfg.train.epochs
@@ -353,6 +390,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "protocol": cfg.eval.protocol,
         "experiment": experiment.record,
         "device": str(device),
+        "distributed": {"processes": distributed.world_size, "backend": distributed.backend},
         "versions": versions(),
         "overrides": overrides(),
         "process": {"pid": os.getpid(), "host": platform.node(),
@@ -373,9 +411,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     purge_step = saved["experiences_done"] if saved is not None else (0 if previous is not None else None)
     epochs_logged = saved["training_log"]["epochs_logged"] if saved is not None else 0
     recorder = RunRecorder(run_dir, header, purge_step=purge_step,
-                           training_purge_step=epochs_logged + 1 if previous is not None else None)
-    matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=cfg.progress)
-    training_log = TrainingLog(recorder.training_curves.add_scalar, progress=cfg.progress, epochs_logged=epochs_logged)
+                           training_purge_step=epochs_logged + 1 if previous is not None else None, enabled=main)
+    progress = cfg.progress and main
+    matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=progress,
+                                         reduce=distributed.sum if distributed.enabled else None)
+    training_log = TrainingLog(recorder.training_curves.add_scalar, progress=progress, epochs_logged=epochs_logged)
     if saved is not None:
         training_log.experiences = dict(saved["training_log"]["experiences"])
     plugins = [matrix_plugin, training_log]
@@ -389,7 +429,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
         optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
-        views=views, train_classes=cfg.train.classes,
+        views=views, train_classes=cfg.train.classes, distributed=distributed,
     )
     compile_on, compile_reason = resolve_compile(cfg.train.compile, device)
     if compile_on:
@@ -399,7 +439,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     loader_args = loader_arguments(cfg.data.num_workers, device)
     strategy.image_batches, batch_record = build_image_batches(cfg.data.batch_transforms, dict(stream.splits), device)
     strategy.features, cache, cache_record = build_features(cfg, method, stream, backbone, strategy, device,
-                                                            loader_args, images=strategy.image_batches)
+                                                            loader_args, images=strategy.image_batches,
+                                                            distributed=distributed)
     header["data_loading"] = {**loader_args, "batch_transforms": batch_record}
     header["augmentation"] = {"kind": cfg.train.augmentation, "random": views.random,
                               "seed": views.seed if views.random else None,
@@ -434,7 +475,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                      training_log)
         payload["within"] = {"experience": index, "epochs_done": epochs_done,
                              "optimizer": strategy.optimizer.state_dict()}
-        checkpoint.save(run_dir, payload)
+        if main:
+            checkpoint.save(run_dir, payload)
         log.info("experience %d: checkpoint after epoch %d", index + 1, epochs_done)
     strategy.epoch_checkpoint = epoch_checkpoint
 
@@ -448,7 +490,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         within = saved.get("within")
         message = f"resuming {run_dir} from experience {done + 1} of {len(experiences)}" + (
             f", after its epoch {within['epochs_done']}" if within else "")
-        print(message if done < len(experiences) else f"{message}: every experience is trained, writing results")
+        if main:
+            print(message if done < len(experiences) else f"{message}: every experience is trained, writing results")
         log.info(message)
     try:
         for experience in experiences[done:]:
@@ -456,13 +499,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             train_experience(strategy, method, experience, cfg.seed, loader_args)
             trained = time.perf_counter()
             storage["adapted_state_bytes"].append(save_adapted_state(
-                method, run_dir, experience.current_experience, storage["backbone_bytes"]))
+                method, run_dir, experience.current_experience, storage["backbone_bytes"], write=main))
             strategy.eval(stream.benchmark.test_stream, **loader_args)
             timing.append({"experience": experience.current_experience + 1, "train_s": trained - start,
                            "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset),
                            **training_log.summary(experience.current_experience)})
-            checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
-                                                        matrix_plugin, timing, storage, ratio_plugin, training_log))
+            if main:
+                checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
+                                                            matrix_plugin, timing, storage, ratio_plugin, training_log))
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
             recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
@@ -477,10 +521,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         results = recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         recorder.finish(matrix_plugin.matrix, results["metrics"] if cfg.protocol.base_to_new else None,
                         hparams=key_settings(cfg, choices))
-    print(format_summary(matrix_plugin.matrix))
-    if cfg.protocol.base_to_new:
-        print("base-to-new: " + ", ".join(f"{k} {results['metrics'][k]:.2f}" for k in ("base", "new", "hm")))
-    print(f"results in {run_dir}")
+    if main:
+        print(format_summary(matrix_plugin.matrix))
+        if cfg.protocol.base_to_new:
+            print("base-to-new: " + ", ".join(f"{k} {results['metrics'][k]:.2f}" for k in ("base", "new", "hm")))
+        print(f"results in {run_dir}")
     return results
 
 
@@ -540,6 +585,39 @@ def resume_arguments(argv: list[str]) -> list[str]:
     return [argv[0], *recorded, *extra, f"hydra.run.dir={folder}"]
 
 
+# Hydra's launcher plugins and the packages that provide them
+LAUNCHER_PLUGINS = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+                    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+                    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+                    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")}
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A ``hydra/launcher=`` whose plugin is not installed stops here with the package to install (Hydra's
+    own message lists the available launchers only)."""
+    import importlib.util
+
+    for argument in argv[1:]:
+        if argument.startswith("hydra/launcher="):
+            name = argument.split("=", 1)[1]
+            module, package = LAUNCHER_PLUGINS.get(name, (None, None))
+            if module is not None and importlib.util.find_spec(module) is None:
+                sys.exit(f"error: hydra/launcher={name} needs Hydra's launcher plugin {package}, which is not "
+                         f"installed: pip install 'clprompt[launchers]' (or pip install {package})")
+
+
+def version_line() -> str:
+    """What ``--version`` prints: clprompt's version and commit, and the versions it runs on."""
+    found = versions()
+    commit = f" (commit {found['clprompt_commit']})" if found["clprompt_commit"] else ""
+    return (f"clprompt {found['clprompt']}{commit}; python {found['python']}, torch {found['torch']}, "
+            f"open_clip {found['open_clip']}, avalanche {found['avalanche']}")
+
+
 if __name__ == "__main__":
+    if "--version" in sys.argv[1:]:
+        print(version_line())
+        sys.exit(0)
+    check_launcher(sys.argv)
     sys.argv = resume_arguments(sys.argv)
     main()

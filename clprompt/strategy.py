@@ -25,10 +25,15 @@ from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
 
 import torch
+from torch.utils.data import DataLoader
+from avalanche.benchmarks.utils.data_loader import (
+    SingleDatasetDataLoader, TaskBalancedDataLoader, collate_from_data_or_kwargs,
+)
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from clprompt.checkpoint import set_rng_states
+from clprompt.distributed import Distributed
 from clprompt.errors import ConfigValueError, NonFiniteLossError
 from clprompt.losses import CrossEntropy
 from clprompt.methods.base import PromptMethod
@@ -59,7 +64,7 @@ class PromptStrategy(SupervisedTemplate):
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
                  loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
                  precision: str = "auto", views=None, features=None, train_classes: str = "experience",
-                 compiled=None, image_batches=None):
+                 compiled=None, image_batches=None, distributed=None):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
@@ -80,6 +85,9 @@ class PromptStrategy(SupervisedTemplate):
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.views, self.features = views, features
         self.image_batches = image_batches   # an ImageBatches (data.batch_transforms) or None
+        # torchrun: each process trains on a share of every minibatch and scores a share of every test set
+        self.distributed = distributed or Distributed()
+        self._batch_share = 1.0              # this process's share of the current minibatch
         self.compiled = compiled        # a CompiledTextTower (train.compile) or None
         # train.checkpoint_every: every N epochs inside an experience, epoch_checkpoint(epochs done) is
         # called (the run writes a checkpoint); resume_within continues an experience from one
@@ -135,6 +143,8 @@ class PromptStrategy(SupervisedTemplate):
     def _after_training_exp(self, **kwargs):
         if self.compiled is not None:
             self.compiled.remove()
+        # the processes made the same updates; the main one's values guard against drift (kernel order)
+        self.distributed.broadcast_parameters(self.model.trainable_parameters())
         super()._after_training_exp(**kwargs)
 
     def epoch_learning_rate(self, base_lr: float, epoch: int) -> float:
@@ -156,18 +166,44 @@ class PromptStrategy(SupervisedTemplate):
             self.adapted_dataset = self.image_batches.dataset(self.experience)
         if self._features_in or self._ids_in:
             kwargs.update(num_workers=0, pin_memory=False, persistent_workers=False)
+        if not training and self.distributed.enabled:   # this process's share of the test experience
+            self.adapted_dataset = self.adapted_dataset.subset(self.distributed.share(len(self.adapted_dataset)).tolist())
 
-    def make_train_dataloader(self, **kwargs):
-        self._loader_input(kwargs, training=True)
-        super().make_train_dataloader(**kwargs)
+    # Avalanche's loaders, built here with its distributed sampler off: under torchrun that sampler deals
+    # each process an interleaved part of the data, padded with repeated samples (counted twice in an
+    # evaluation); clprompt shares the data among the processes itself (clprompt.distributed)
 
-    def make_eval_dataloader(self, **kwargs):
-        self._loader_input(kwargs, training=False)
-        super().make_eval_dataloader(**kwargs)
+    def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
+                              drop_last=False, **kwargs):
+        loader = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
+        self._loader_input(loader, training=True)
+        args = self._obtain_common_dataloader_parameters(batch_size=self.train_mb_size, shuffle=shuffle,
+                                                         drop_last=drop_last, **loader)
+        if hasattr(self.experience, "task_labels"):
+            self.dataloader = TaskBalancedDataLoader(self.adapted_dataset, oversample_small_groups=True,
+                                                     distributed_sampling=False, **args)
+        else:
+            self.dataloader = DataLoader(self.adapted_dataset, **args)
+
+    def make_eval_dataloader(self, num_workers=0, shuffle=False, pin_memory=None, persistent_workers=False,
+                             **kwargs):
+        loader = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
+        self._loader_input(loader, training=False)
+        args = self._obtain_common_dataloader_parameters(batch_size=self.eval_mb_size, shuffle=shuffle, **loader)
+        collate_from_data_or_kwargs(self.adapted_dataset, args)
+        self.dataloader = SingleDatasetDataLoader(self.adapted_dataset, distributed_sampling=False, **args)
 
     def _unpack_minibatch(self):
+        self.mbatch = list(self.mbatch)
+        if self.is_training and self.distributed.enabled:   # data-parallel: this process's share of the batch
+            size = len(self.mbatch[0])
+            if size >= self.distributed.world_size:
+                rows = torch.from_numpy(self.distributed.share(size))
+                self.mbatch = [item[rows] for item in self.mbatch]
+                self._batch_share = len(rows) / size
+            else:   # fewer samples than processes: each trains the whole batch, the summed gradients averaged
+                self._batch_share = 1.0 / self.distributed.world_size
         if self._ids_in:   # sample ids (on the host) -> the split's images in the current view, on the device
-            self.mbatch = list(self.mbatch)
             self.mbatch[0] = self.image_batches.images(self.experience.origin_stream.name, self.mbatch[0])
         super()._unpack_minibatch()
 
@@ -210,6 +246,8 @@ class PromptStrategy(SupervisedTemplate):
             loss = loss + self.model.regularization(self.mb_output, self.mb_y)
             self.loss_terms.update(self.model.loss_terms())
             self._nonfinite |= ~torch.isfinite(loss.detach())
+            if self.distributed.enabled:   # weighted by the share, the processes' gradients sum to the batch's
+                loss = loss * self._batch_share
         return loss
 
     def backward(self):
@@ -218,6 +256,7 @@ class PromptStrategy(SupervisedTemplate):
         self.grad_scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
 
     def optimizer_step(self):
+        self.distributed.sum_gradients(self.model.trainable_parameters())
         if self.grad_scaler is None:
             return super().optimizer_step()
         self.grad_scaler.step(self.optimizer)   # skips a step whose gradients overflowed

@@ -14,7 +14,7 @@ BAD = [
     ("train.batch_size=0", "train.batch_size=0 is not allowed: give an integer >= 1"),
     ("eval.batch_size=0", "eval.batch_size=0 is not allowed"),
     ("protocol.shots=four", "protocol.shots='four' is not allowed: give null .* or an integer >= 1"),
-    ("device=tpu", "device='tpu' is not allowed: give auto, cpu, cuda or cuda:N"),
+    ("device=tpu", "device='tpu' is not allowed: give auto, per_job, cpu, cuda or cuda:N"),
     ("data.num_workers=-1", "data.num_workers=-1 is not allowed: give auto or an integer >= 0"),
     ("seed=abc", "seed='abc' is not allowed: give an integer"),
     ("train.optimizer.lr=-1", "train.optimizer.lr=-1 is not allowed: give a number > 0"),
