@@ -167,7 +167,8 @@ class PromptStrategy(SupervisedTemplate):
         if self._features_in or self._ids_in:
             kwargs.update(num_workers=0, pin_memory=False, persistent_workers=False)
         if not training and self.distributed.enabled:   # this process's share of the test experience
-            self.adapted_dataset = self.adapted_dataset.subset(self.distributed.share(len(self.adapted_dataset)).tolist())
+            share = self.distributed.share(len(self.adapted_dataset))
+            self.adapted_dataset = self.adapted_dataset.subset(share.tolist())
 
     # Avalanche's loaders, built here with its distributed sampler off: under torchrun that sampler deals
     # each process an interleaved part of the data, padded with repeated samples (counted twice in an
