@@ -39,12 +39,12 @@ from avalanche.benchmarks.utils.classification_dataset import (
     _as_taskaware_supervised_classification_dataset as as_supervised_dataset,
 )
 from open_clip.transform import MaybeConvertMode
-from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import _compute_resized_output_size
 
 from clprompt.augmentation import SampleViews, view_seed
 from clprompt.errors import ConfigValueError
+from clprompt.feature_cache import FeatureTable
 from scenarios.stream import sample_ids
 
 MODES = ("auto", "on", "off")
@@ -256,20 +256,6 @@ def _size_list(size) -> list[int]:
     return [size] if isinstance(size, int) else list(size)
 
 
-class IdTable(Dataset):
-    """An experience's sample ids and labels, in the experience's order (the loader's items)."""
-
-    def __init__(self, ids, targets):
-        self.ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-        self.targets = [int(t) for t in targets]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        return self.ids[index], self.targets[index]
-
-
 class ImageBatches:
     """The strategy's door: (split, sample ids) in, the split's transformed images on the device out.
 
@@ -325,7 +311,8 @@ class ImageBatches:
     def dataset(self, experience):
         """The experience's (sample id, label) items as an Avalanche dataset, in its order."""
         data = experience.dataset
-        return as_supervised_dataset(IdTable(data.sample_id, data.targets))
+        ids = torch.as_tensor(np.asarray(data.sample_id, dtype=np.int64))
+        return as_supervised_dataset(FeatureTable(ids, data.targets))   # a table of per-sample rows: the ids
 
 
 CPU_MAX_SIDE = 64   # auto on CPU: batched up to this output size (measured faster there; slower at 224 px)
