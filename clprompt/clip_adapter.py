@@ -118,15 +118,21 @@ class CLIPAdapter(torch.nn.Module):
     def image_layers(self) -> int:
         return len(self.clip.visual.transformer.resblocks)
 
-    def encode_image_with_prompts(self, images: torch.Tensor, layer_prompts) -> torch.Tensor:
+    def encode_image_with_prompts(self, images: torch.Tensor, layer_prompts, prefixes=None) -> torch.Tensor:
         """Normalized image features with visual prompt tokens. images: [B, 3, H, W] -> [B, embed_dim].
 
-        layer_prompts[i]: [P, width] tokens appended to the input of block i, replacing the prompt outputs
-        of the block before (VPT deep); None keeps the previous prompts' outputs (VPT shallow gives only
-        block 0). Block 0's prompts are concatenated to the class and patch tokens (after the positional
+        layer_prompts[i]: [P, width] tokens (the same for every image) or [B, P, width] (each image its own:
+        prompts selected per image from a pool) appended to the input of block i, replacing the prompt
+        outputs of the block before (VPT deep); None keeps the previous prompts' outputs (VPT shallow gives
+        only block 0). Block 0's prompts are concatenated to the class and patch tokens (after the positional
         embedding, which prompts do not get) *before* ln_pre, as in VPT and MaPLe's reference code;
         ln_pre is per-token, so normalising them on their own and then concatenating is exact. Deeper
         prompts enter the block as they are. Prompt outputs are dropped before pooling.
+
+        prefixes[i]: None or (keys, values), each [B, Lp, width] (prefix tuning, DualPrompt's and
+        CODA-Prompt's insertion): block i's attention attends over Lp extra keys / values, concatenated
+        to the tokens' own after the in-projection (as the official code concatenates them to k and v);
+        the queries, and so the number of tokens, stay the same.
         """
         self.require_vit("visual prompting")
         visual = self.clip.visual
@@ -134,15 +140,42 @@ class CLIPAdapter(torch.nn.Module):
         n_tokens = x.shape[1]
         if not visual.transformer.batch_first:
             raise UnsupportedBackboneError("visual prompting expects open_clip's batch-first transformer")
+        prefixes = prefixes or ()
         for index, block in enumerate(visual.transformer.resblocks):
             prompts = layer_prompts[index] if index < len(layer_prompts) else None
             if prompts is not None:
                 if index == 0:
                     prompts = visual.ln_pre(prompts)
-                prompts = prompts.to(x.dtype)[None].expand(x.shape[0], -1, -1)
+                prompts = prompts.to(x.dtype)
+                if prompts.dim() == 2:
+                    prompts = prompts[None].expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_tokens], prompts], dim=1)
-            x = block(x)
+            prefix = prefixes[index] if index < len(prefixes) else None
+            x = block(x) if prefix is None else self.prefix_block(block, x, *prefix)
         pooled, _ = visual._pool(x[:, :n_tokens])
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return F.normalize(pooled, dim=-1)
+
+    @staticmethod
+    def prefix_block(block, x: torch.Tensor, prefix_keys: torch.Tensor, prefix_values: torch.Tensor) -> torch.Tensor:
+        """open_clip's ``ResidualAttentionBlock`` with prefix keys / values ([B, Lp, width]) in its attention:
+        q, k, v = in_proj(ln_1(x)); k <- [prefix_keys; k], v <- [prefix_values; v]; then the block as it is."""
+        attention = block.attn
+        if type(block).__name__ != "ResidualAttentionBlock" or not attention.batch_first \
+                or attention.in_proj_weight is None:
+            raise UnsupportedBackboneError("prefix prompts expect open_clip's ResidualAttentionBlock with a packed, "
+                                           f"batch-first attention; this tower's block is {type(block).__name__}")
+        batch, tokens, width = x.shape
+        heads = attention.num_heads
+        q, k, v = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+        k = torch.cat([prefix_keys.to(k.dtype), k], dim=1)
+        v = torch.cat([prefix_values.to(v.dtype), v], dim=1)
+
+        def split(t):   # [B, L, width] -> [B, heads, L, width / heads]
+            return t.view(batch, t.shape[1], heads, width // heads).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        attended = attention.out_proj(attended.transpose(1, 2).reshape(batch, tokens, width))
+        x = x + block.ls_1(attended)
+        return x + block.ls_2(block.mlp(block.ln_2(x)))

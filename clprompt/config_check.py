@@ -71,6 +71,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                       "the papers' recipe) or seen (against every class seen so far)"),
     "train.warmup_epochs": (_int(0), "an integer >= 0"),
     "train.warmup_lr": (_number(0, strict=True), "a number > 0"),
+    "train.schedule": (_choice("cosine", "constant"), "cosine (CoOp's) or constant (L2P's)"),
     "train.augmentation": (_choice("model", "coop", "none"), "model, coop or none"),
     "train.augmentation_seed": (_int(), "an integer"),
     "train.augmentation_views": (_or_null(_int(1)), "null or an integer >= 1"),

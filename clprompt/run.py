@@ -44,6 +44,7 @@ from clprompt.outputs import RunRecorder, format_summary, write_atomic
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
 from clprompt.strategy import PromptStrategy, autocast_dtype
 from clprompt.sweep import in_multirun, record_failure
+from clprompt.task_identification import TaskIdentificationPlugin
 from clprompt.training_log import TrainingLog
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
@@ -219,13 +220,14 @@ def overrides() -> list[str]:
 
 
 def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plugin, timing, storage,
-                       ratio_plugin, training_log) -> dict:
+                       ratio_plugin, training_log, task_plugin) -> dict:
     """What a resumed run needs after ``experiences_done`` experiences (see clprompt.checkpoint)."""
     return {"experiences_done": experiences_done,
             "config": OmegaConf.to_container(cfg, resolve=True), "weights": dict(backbone.identity),
             "method_state": {k: v.detach().cpu().clone() for k, v in method.adapted_state_dict().items()},
             "matrix": torch.from_numpy(matrix_plugin.matrix.copy()), "timing": list(timing),
             "task_confusion": list(matrix_plugin.task_confusion),
+            "task_identification": list(task_plugin.rows),
             "adapted_state_bytes": list(storage["adapted_state_bytes"]),
             "grad_norm_ratio": list(ratio_plugin.history) if ratio_plugin is not None else None,
             "training_log": {"epochs_logged": training_log.epochs_logged,
@@ -234,7 +236,7 @@ def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plug
 
 
 def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir,
-            strategy) -> int:
+            strategy, task_plugin) -> int:
     """Bring the freshly built run to the checkpoint's state; returns the experiences already done. A
     checkpoint inside an experience (train.checkpoint_every) also hands the strategy that experience's
     optimizer state and generators, which it sets when the experience's training starts."""
@@ -253,6 +255,7 @@ def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ra
     matrix_plugin.matrix = saved["matrix"].numpy().copy()
     matrix_plugin.n_trained = done
     matrix_plugin.task_confusion = list(saved["task_confusion"])
+    task_plugin.rows, task_plugin.n_trained = list(saved.get("task_identification") or []), done
     timing[:] = saved["timing"]
     storage["adapted_state_bytes"] = list(saved["adapted_state_bytes"])
     if ratio_plugin is not None and saved.get("grad_norm_ratio") is not None:
@@ -418,7 +421,8 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
     training_log = TrainingLog(recorder.training_curves.add_scalar, progress=progress, epochs_logged=epochs_logged)
     if saved is not None:
         training_log.experiences = dict(saved["training_log"]["experiences"])
-    plugins = [matrix_plugin, training_log]
+    task_plugin = TaskIdentificationPlugin(stream.n_experiences, reduce=distributed.sum if distributed.enabled else None)
+    plugins = [matrix_plugin, task_plugin, training_log]
     ratio_plugin = None
     if cfg.protocol.grad_norm_ratio:
         ratio_plugin = GradientNormRatioPlugin(experiment.training_set, experiment.noisy, seed=cfg.seed,
@@ -429,7 +433,7 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
         optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
-        views=views, train_classes=cfg.train.classes, distributed=distributed,
+        views=views, train_classes=cfg.train.classes, distributed=distributed, schedule=cfg.train.schedule,
     )
     compile_on, compile_reason = resolve_compile(cfg.train.compile, device)
     if compile_on:
@@ -460,6 +464,8 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
         fields = {"storage": storage, "feature_cache": {**cache_record, **(cache.record() if cache else {})},
                   "timing": timing, "resources": peak_memory(device),
                   "task_confusion": matrix_plugin.task_confusion}
+        if task_plugin.record() is not None:   # methods that choose a task's prompts per image
+            fields["task_identification"] = task_plugin.record()
         if ratio_plugin is not None:
             fields["grad_norm_ratio"] = ratio_plugin.history
         if cfg.protocol.base_to_new and not np.isnan(matrix_plugin.matrix[0]).any():
@@ -472,7 +478,7 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
     def epoch_checkpoint(epochs_done: int) -> None:
         index = strategy.experience.current_experience
         payload = checkpoint_payload(cfg, backbone, method, index, matrix_plugin, timing, storage, ratio_plugin,
-                                     training_log)
+                                     training_log, task_plugin)
         payload["within"] = {"experience": index, "epochs_done": epochs_done,
                              "optimizer": strategy.optimizer.state_dict()}
         if main:
@@ -482,9 +488,11 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
 
     done = 0
     if saved is not None:
-        done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir, strategy)
+        done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir, strategy,
+                       task_plugin)
         if done > 0:
             recorder.log_row(matrix_plugin.matrix, done - 1)
+            task_plugin.log_row(recorder.tensorboard, done - 1)
             if matrix_plugin.task_confusion:
                 recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), done - 1)
         within = saved.get("within")
@@ -506,8 +514,10 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
                            **training_log.summary(experience.current_experience)})
             if main:
                 checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
-                                                            matrix_plugin, timing, storage, ratio_plugin, training_log))
+                                                            matrix_plugin, timing, storage, ratio_plugin, training_log,
+                                                            task_plugin))
             recorder.log_row(matrix_plugin.matrix, experience.current_experience)
+            task_plugin.log_row(recorder.tensorboard, experience.current_experience)
             recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), experience.current_experience)
             recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
         status = "complete"

@@ -41,6 +41,7 @@ from clprompt.methods.base import PromptMethod
 log = logging.getLogger(__name__)
 
 TRAIN_CLASSES = ("experience", "seen")
+SCHEDULES = ("cosine", "constant")
 
 
 def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
@@ -64,7 +65,7 @@ class PromptStrategy(SupervisedTemplate):
                  plugins: Sequence = (), optimizer_factory: Optional[Callable] = None,
                  loss: Optional[torch.nn.Module] = None, warmup_epochs: int = 0, warmup_lr: float = 1e-5,
                  precision: str = "auto", views=None, features=None, train_classes: str = "experience",
-                 compiled=None, image_batches=None, distributed=None):
+                 compiled=None, image_batches=None, distributed=None, schedule: str = "cosine"):
         with warnings.catch_warnings():  # Avalanche warns that an evaluator without loggers logs nothing
             warnings.filterwarnings("ignore", message="No loggers specified")
             evaluator = EvaluationPlugin(loggers=[])
@@ -78,6 +79,9 @@ class PromptStrategy(SupervisedTemplate):
             raise ConfigValueError(f"train.classes={train_classes!r}; choose experience (rank against the experience's "
                                    "own classes, the papers' recipe) or seen (against every class seen so far)")
         self.train_classes = train_classes
+        if schedule not in SCHEDULES:
+            raise ConfigValueError(f"train.schedule={schedule!r}; choose cosine (CoOp's) or constant (L2P's)")
+        self.schedule = schedule
         self.optimizer_factory = optimizer_factory
         self.warmup_epochs, self.warmup_lr = warmup_epochs, warmup_lr
         self.amp_dtype = autocast_dtype(torch.device(device), precision)
@@ -148,9 +152,12 @@ class PromptStrategy(SupervisedTemplate):
         super()._after_training_exp(**kwargs)
 
     def epoch_learning_rate(self, base_lr: float, epoch: int) -> float:
-        """CoOp's schedule: ``warmup_epochs`` at the constant ``warmup_lr``, then cosine over all epochs."""
+        """``warmup_epochs`` at the constant ``warmup_lr``, then (train.schedule) cosine over all epochs
+        (CoOp's schedule) or the constant base rate (L2P's, DualPrompt's)."""
         if epoch < self.warmup_epochs:
             return self.warmup_lr
+        if self.schedule == "constant":
+            return base_lr
         return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, self.train_epochs)))
 
     def _loader_input(self, kwargs: dict, training: bool) -> None:
