@@ -172,3 +172,25 @@ def killed_prompt_tuning(**kwargs):
             super().clear_text_cache()
 
     return Killed(**kwargs)
+
+
+def killed_in_second_evaluation(**kwargs):
+    """The method named by $CLPROMPT_TEST_METHOD (a dotted class path) that SIGKILLs its own process when
+    its second evaluation starts (after experience 2's checkpoint is written)."""
+    import importlib
+    import os
+    import signal
+
+    module, _, name = os.environ["CLPROMPT_TEST_METHOD"].rpartition(".")
+    base = getattr(importlib.import_module(module), name)
+
+    class Killed(base):
+        evaluations = 0
+
+        def clear_text_cache(self):
+            Killed.evaluations += 1
+            if Killed.evaluations == 2 and os.environ.get("CLPROMPT_TEST_KILL") == "eval:2":
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().clear_text_cache()
+
+    return Killed(**kwargs)

@@ -362,3 +362,40 @@ def test_dualprompt_run_records_task_identification_in_results_and_tensorboard(t
     assert results["config"]["train"]["schedule"] == "constant"
     saved = json.loads((tmp_path / "dualprompt" / "results.json").read_text())
     assert saved["task_identification"] == results["task_identification"]
+
+
+@pytest.mark.parametrize("name, target, extra", [
+    ("dualprompt", "clprompt.methods.dualprompt.DualPrompt", ["method.g_layers=[0]", "method.e_layers=[1]"]),
+    pytest.param("coda_prompt", "clprompt.methods.coda_prompt.CODAPrompt",
+                 ["method.layers=[0,1]", "method.components_per_task=4"], marks=pytest.mark.slow),
+])
+def test_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, name, target, extra):
+    """The experts / components grown per task, and the task identification rows, survive a SIGKILL."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    def clprompt_run(run_dir, kill=None):
+        env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{REPO}",
+                   CLPROMPT_TEST_METHOD=target, CLPROMPT_TEST_KILL=kill or "")
+        command = ["scenario=tiny_colors", "model=tiny", f"method={name}", "method._target_=helpers.killed_in_second_evaluation",
+                   "train.epochs=1", "train.batch_size=4", "progress=false", "cache.dir=null", *extra,
+                   f"hydra.run.dir={run_dir}"]
+        return subprocess.run([sys.executable, "-m", "clprompt.run", *command], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    whole = clprompt_run(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    assert clprompt_run(tmp_path / "run", kill="eval:2").returncode == -9
+    resumed = clprompt_run(tmp_path / "run")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from experience 2 of 3" in resumed.stdout
+    ours, theirs = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("run", "whole"))
+    assert ours["accuracy_matrix"] == theirs["accuracy_matrix"]
+    assert ours.get("task_identification") == theirs.get("task_identification")
+    for e in (1, 2, 3):
+        a = torch.load(tmp_path / "run" / "adapted_state" / f"experience_{e}.pt", weights_only=True)
+        b = torch.load(tmp_path / "whole" / "adapted_state" / f"experience_{e}.pt", weights_only=True)
+        assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
