@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 METHODS = ["zeroshot", "coop", "cocoop", "vpt_shallow", "vpt_deep", "maple", "lamm", "coop_lamm", "maple_lamm",
-           "cls_tuning", "full_prompt_tuning", "linear_probe", "tenc_ft"]
+           "cls_tuning", "full_prompt_tuning", "linear_probe", "tenc_ft", "l2p", "dualprompt", "coda_prompt",
+           "sprompts", "attriclip"]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -41,6 +42,10 @@ def measure(args, method_name: str, queue) -> None:
     if method_name.startswith("maple"):
         cfg.method.depth = min(cfg.method.depth, len(backbone.model.transformer.resblocks),
                                len(backbone.model.visual.transformer.resblocks))
+    depth = len(backbone.model.visual.transformer.resblocks)
+    for key in ("g_layers", "e_layers", "layers"):   # prefix blocks beyond a small tower: its last block
+        if key in cfg.method:
+            cfg.method[key] = [layer for layer in cfg.method[key] if layer < depth] or [depth - 1]
     names = [f"class {i}" for i in range(args.classes)]
     method = instantiate(cfg.method, backbone=backbone, class_names=names,
                          **scenario_templates(cfg, {})).to(device)
@@ -56,7 +61,8 @@ def measure(args, method_name: str, queue) -> None:
     for module in method.modules():  # the classes of "one experience": all of them
         if hasattr(module, "adaptation") and module is not method:
             module.train()
-            module.adaptation(type("Experience", (), {"classes_in_this_experience": list(range(args.classes))})())
+            module.adaptation(type("Experience", (), {"classes_in_this_experience": list(range(args.classes)),
+                                                      "current_experience": 0})())
     method.set_candidate_classes(range(args.classes))
     parameters = method.trainable_parameters()
     optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9) if parameters else None
