@@ -25,6 +25,7 @@ BAD = [
     ("+train.epoch=2", "train.epoch=2 is not a setting of clprompt. Did you mean train.epochs\\?"),
     ("+eval.batchsize=4", "eval.batchsize=4 is not a setting of clprompt. Did you mean eval.batch_size\\?"),
     ("+lr=0.1", "lr=0.1 is not a setting of clprompt"),
+    ("train.schedule=linear", "train.schedule='linear' is not allowed: give cosine \\(CoOp's\\) or constant"),
 ]
 
 
@@ -39,7 +40,8 @@ def test_a_bad_value_or_unknown_key_is_refused_naming_it_and_nothing_is_written(
 def test_every_shipped_composition_passes():
     for extra in (["method=maple", "scenario=split_cifar"], ["method=lamm", "protocol=robust_upl"],
                   ["method=linear_probe", "protocol=noisy", "model=vit_b16"], ["train.augmentation_views=2"],
-                  ["cache.dir=null", "protocol.shots=16", "data.num_workers=4"]):
+                  ["cache.dir=null", "protocol.shots=16", "data.num_workers=4"],
+                  ["method=l2p"], ["method=dualprompt", "train/optimizer=sgd"], ["train/optimizer=adam"]):
         check_config(compose_config(extra))
 
 
@@ -62,3 +64,26 @@ def test_checkpoints_inside_an_experience_with_an_ensemble_are_refused(tmp_path)
     with pytest.raises(ConfigValueError, match="train.checkpoint_every with an ensemble"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_method_yaml_chooses_its_optimiser_and_the_command_line_can_change_it():
+    assert compose_config(["method=coda_prompt"]).train.optimizer._target_ == "torch.optim.Adam"
+    assert compose_config(["method=coda_prompt"]).train.optimizer.lr == 0.001
+    sgd = compose_config(["method=l2p", "train/optimizer=sgd"]).train.optimizer
+    assert sgd._target_ == "torch.optim.SGD" and "betas" not in sgd and sgd.momentum == 0.9
+    assert compose_config(["method=coop"]).train.optimizer._target_ == "torch.optim.SGD"
+    assert compose_config(["method=vpt_deep"]).train.optimizer.lr == 0.0025
+
+
+def test_the_schedules_rates():
+    from types import SimpleNamespace
+
+    from clprompt.strategy import PromptStrategy
+
+    def rates(schedule, warmup):
+        state = SimpleNamespace(warmup_epochs=warmup, warmup_lr=1e-5, schedule=schedule, train_epochs=4)
+        return [PromptStrategy.epoch_learning_rate(state, 0.01, epoch) for epoch in range(4)]
+
+    assert rates("constant", 0) == [0.01] * 4
+    assert rates("constant", 1) == [1e-5, 0.01, 0.01, 0.01]
+    assert rates("cosine", 1) == pytest.approx([1e-5, 0.01 * (1 + 2 ** -0.5) / 2, 0.005, 0.01 * (1 - 2 ** -0.5) / 2])
