@@ -142,6 +142,30 @@ def check_config(cfg: DictConfig) -> None:
     for key, (check, allowed) in RULES.items():
         if key in values and not check(values[key]):
             raise ConfigValueError(f"{key}={values[key]!r} is not allowed: give {allowed}")
+    check_optimizer_keys(values)
     if values.get("train.checkpoint_every") and values.get("protocol.ensemble", 1) > 1:
         raise ConfigValueError("train.checkpoint_every with an ensemble (protocol.ensemble > 1) is not supported: its "
                                "members train one after another inside an experience; use train.checkpoint_every=0")
+
+
+def check_optimizer_keys(values: dict) -> None:
+    """Every train.optimizer key is an option of its optimiser: a method's YAML that sets SGD's momentum,
+    run with train/optimizer=adam, would otherwise end in a bare TypeError when the optimiser is built."""
+    target = values.get("train.optimizer._target_")
+    if not isinstance(target, str) or "." not in target:
+        return
+    import importlib
+    import inspect
+
+    module, _, name = target.rpartition(".")
+    try:
+        optimizer = getattr(importlib.import_module(module), name)
+        options = [p for p in inspect.signature(optimizer).parameters if p != "params"]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return   # an optimiser clprompt cannot inspect: its own error when it is built
+    for key in values:
+        option = key[len("train.optimizer."):].split(".")[0] if key.startswith("train.optimizer.") else None
+        if option and not option.startswith("_") and option not in options:
+            raise ConfigValueError(f"{key}={values[key]!r} is not an option of {target} (its options: "
+                                   f"{', '.join(options)}): drop it with ~{key}, or choose another optimiser "
+                                   "(train/optimizer=sgd|adam)")

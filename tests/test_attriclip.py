@@ -7,12 +7,6 @@ Selection, logits, the key-matching loss L_K, the orthogonality loss L_P and the
 to 1e-5 in fp32.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -21,9 +15,9 @@ import torch.nn.functional as F
 from clprompt.errors import ConfigValueError
 from clprompt.methods.attriclip import AttriCLIP
 from clprompt.methods.zeroshot import ZeroShot
-from helpers import traced_run
+from clprompt.run import run
+from helpers import compose_config, traced_run
 
-REPO = Path(__file__).resolve().parents[1]
 NAMES = ["red", "green", "golden retriever", "blue"]
 TOL = dict(atol=1e-5, rtol=1e-5)
 SMALL = dict(bank_size=6, prompt_length=2, top_c=3)
@@ -111,6 +105,15 @@ def test_selection_logits_and_losses_equal_the_papers_equations(tiny_backbone):
     for a, b in zip(torch.autograd.grad(ours, parameters), torch.autograd.grad(theirs, parameters)):
         torch.testing.assert_close(a, b, **TOL)
         assert b.abs().sum() > 0
+
+
+def test_orthogonality_alone_reads_each_prompt_without_the_x_fillers(tiny_backbone):
+    method = make(tiny_backbone, orthogonality_text="alone")
+    clip, tokenizer = tiny_backbone.model, tiny_backbone.tokenizer
+    alone = tokenizer([" ".join(["x"] * method.prompt_length) + "."] * method.bank_size)   # "[SOT][P_m].[EOT]"
+    g = reference_text_features(clip, alone, 1, list(method.prompts))
+    off_diagonal = ~torch.eye(method.bank_size, dtype=torch.bool)
+    torch.testing.assert_close(method.orthogonality_loss(), (g @ g.t())[off_diagonal].abs().mean(), **TOL)
 
 
 def test_dot_similarity_ranks_by_the_unnormalized_keys_as_the_official_code(tiny_backbone):
@@ -248,23 +251,19 @@ def test_bad_options_are_refused_with_the_key_and_the_fix(tiny_backbone, options
 
 
 def test_a_run_trains_the_shared_bank_in_every_experience(tmp_path):
-    """The mini-CLIP sandbox, 2 experiences, through the feature cache: the one bank (keys and prompts) moves
-    in both experiences, nothing is added, the loss terms are logged. A small bank keeps the evaluation's
-    distinct selections few (the run takes about 30 s, most of it start-up)."""
+    """``python -m clprompt.run scenario=split_shapes_palette model=miniclip method=attriclip ...`` in-process (as
+    tests/test_sandbox_methods.py runs methods), 2 experiences through the feature cache: the one bank (keys
+    and prompts) moves in both experiences, nothing is added, the loss terms are logged. A small bank keeps
+    the evaluation's distinct selections few."""
     out = tmp_path / "run"
-    # one thread, as ``one_thread`` (the orthogonality term's text forward measured 0.2 s on two busy threads,
-    # 0.008 s on one)
-    env = dict(os.environ, CLPROMPT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "clprompt.run", "scenario=split_shapes_palette", "model=miniclip", "method=attriclip",
-         "train.epochs=1", "train.augmentation=none", "method.bank_size=4", "method.top_c=2", "method.prompt_length=4",
-         "scenario.n_experiences=2", "scenario.train_per_class=1", "scenario.valid_per_class=1",
-         "scenario.test_per_class=1", "progress=false", f"hydra.run.dir={out}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    results = run(compose_config([
+        "scenario=split_shapes_palette", "model=miniclip", "method=attriclip", "train.epochs=1",
+        "train.augmentation=none", "method.bank_size=4", "method.top_c=2", "method.prompt_length=4",
+        "scenario.n_experiences=2", "scenario.train_per_class=1", "scenario.valid_per_class=1",
+        "scenario.test_per_class=1", "progress=false", f"cache.dir={tmp_path / 'cache'}"]), out)
     assert len(results["accuracy_matrix"]) == 2 and results["feature_cache"]["enabled"]
-    assert "attriclip_keys" in (out / "run.log").read_text()
+    events = b"".join(f.read_bytes() for f in (out / "tensorboard" / "train").iterdir())
+    assert b"train/attriclip_keys" in events and b"train/attriclip_orthogonality" in events
     states = [torch.load(out / "adapted_state" / f"experience_{i}.pt") for i in (1, 2)]
     assert set(states[0]) == set(states[1]) == {"keys", "prompts"}
     assert states[0]["keys"].shape == states[1]["keys"].shape == (4, 128)          # embed_dim, not text width

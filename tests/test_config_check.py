@@ -25,13 +25,15 @@ BAD = [
     ("+train.epoch=2", "train.epoch=2 is not a setting of clprompt. Did you mean train.epochs\\?"),
     ("+eval.batchsize=4", "eval.batchsize=4 is not a setting of clprompt. Did you mean eval.batch_size\\?"),
     ("+lr=0.1", "lr=0.1 is not a setting of clprompt"),
+    ("train/optimizer=adam +train.optimizer.momentum=0.9",
+     "train.optimizer.momentum=0.9 is not an option of torch.optim.Adam .*: drop it with ~train.optimizer.momentum"),
     ("train.schedule=linear", "train.schedule='linear' is not allowed: give cosine \\(CoOp's\\) or constant"),
 ]
 
 
 @pytest.mark.parametrize("override, message", BAD, ids=[b[0] for b in BAD])
 def test_a_bad_value_or_unknown_key_is_refused_naming_it_and_nothing_is_written(tmp_path, override, message):
-    cfg = compose_config(["scenario=tiny_colors", "model=tiny", override])
+    cfg = compose_config(["scenario=tiny_colors", "model=tiny", *override.split()])
     with pytest.raises(ConfigValueError, match=message):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
