@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The continual-learning table in the sandbox: every method on split_shapes_palette (10 class-incremental
+# The continual-learning table in the sandbox: every method (the few-shot prompt methods, then the
+# continual-learning prompt methods L2P, DualPrompt, CODA-Prompt, S-Prompts, AttriCLIP) on split_shapes_palette (10 class-incremental
 # experiences of the palette-shifted world) and shapes_sequence (palette, fine, novel: three tasks with
 # their own label spaces), scored class-incrementally and task-incrementally, each method's own recipe
 # (its config's epochs and optimiser; MaPLe's depth is the mini-CLIP's 3 text blocks), seeds 1-3.
@@ -28,5 +29,16 @@ timed python -m clprompt.run -m $COMMON scenario=split_shapes_palette method=lam
   hydra.sweep.dir=$OUT/split_shapes_palette/seen
 for scenario in split_shapes_palette shapes_sequence; do  # last: batch 1 and a text forward per test image
   timed python -m clprompt.run -m $COMMON scenario=$scenario method=cocoop hydra.sweep.dir=$OUT/$scenario/cocoop
+done
+# the continual-learning prompt methods (their own recipes; the mini-CLIP's image tower has 4 blocks, 0-3)
+for scenario in split_shapes_palette shapes_sequence; do
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=l2p hydra.sweep.dir=$OUT/$scenario/l2p
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=dualprompt 'method.e_layers=[2,3]' \
+    hydra.sweep.dir=$OUT/$scenario/dualprompt
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=coda_prompt 'method.layers=[0,1,2,3]' \
+    hydra.sweep.dir=$OUT/$scenario/coda_prompt
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=sprompts hydra.sweep.dir=$OUT/$scenario/sprompts
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=attriclip method.prompt_length=8 \
+    hydra.sweep.dir=$OUT/$scenario/attriclip
 done
 python -m clprompt.report $OUT --columns metric

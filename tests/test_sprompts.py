@@ -163,27 +163,28 @@ def test_task_choice_equals_a_plain_nearest_centre(tiny_backbone, distance):
     assert method.chosen_tasks.tolist() == expected.tolist()
 
 
+def reference_logits(backbone, method, batch, chosen, candidates, task_classes):
+    """Logits [B, classes]: image b with task chosen[b]'s image prompts, scored against that task's candidate
+    classes with that task's context (cosine times logit_scale), -inf elsewhere."""
+    clip, tasks = backbone.model, method.tasks
+    image = reference_image_features(clip, batch, torch.stack([tasks.image_prompts[t] for t in chosen]))
+    logits = torch.full((batch.shape[0], len(NAMES)), float("-inf"))
+    for b, t in enumerate(chosen):
+        own = [c for c in candidates if c in task_classes[t]]
+        text = reference_text_features(backbone, tasks.contexts[t], own)
+        logits[b, own] = clip.logit_scale.exp() * image[b] @ text.t()
+    return logits
+
+
 def test_forward_equals_the_papers_equations(tiny_backbone):
     method = two_task_method(tiny_backbone)
-    clip, tasks = tiny_backbone.model, method.tasks
-    batch, scale = images(4), clip.logit_scale.exp()
-
-    def reference(chosen, candidates):
-        prompts = torch.stack([tasks.image_prompts[t] for t in chosen])
-        image = reference_image_features(clip, batch, prompts)
-        logits = torch.full((4, len(NAMES)), float("-inf"))
-        for b, t in enumerate(chosen):
-            own = [c for c in candidates if c in TASKS[t]]
-            text = reference_text_features(tiny_backbone, tasks.contexts[t], own)
-            logits[b, own] = scale * image[b] @ text.t()
-        return logits
-
+    batch = images(4)
     # training: task 2's prompts for every image, its classes ranked; loss and gradients as the reference's
     logits = method(batch, candidate_classes=[0, 1, 2, 3])
-    expected = reference([1, 1, 1, 1], [0, 1, 2, 3])
+    expected = reference_logits(tiny_backbone, method, batch, [1, 1, 1, 1], [0, 1, 2, 3], TASKS)
     torch.testing.assert_close(logits, expected, **TOL)
     targets = torch.tensor([2, 3, 3, 2])
-    trained = [tasks.contexts[1], tasks.image_prompts[1]]
+    trained = [method.tasks.contexts[1], method.tasks.image_prompts[1]]
     ours = torch.autograd.grad(F.cross_entropy(logits, targets), trained)
     theirs = torch.autograd.grad(F.cross_entropy(expected, targets), trained)
     for a, b in zip(ours, theirs):
@@ -192,9 +193,31 @@ def test_forward_equals_the_papers_equations(tiny_backbone):
     # evaluation: each image with its nearest centre's task (images 0, 1 -> task 1; 2, 3 -> task 2)
     method.eval()
     with torch.no_grad():
-        torch.testing.assert_close(method(batch, candidate_classes=[0, 1, 2, 3]), reference([0, 0, 1, 1], [0, 1, 2, 3]),
+        torch.testing.assert_close(method(batch, candidate_classes=[0, 1, 2, 3]),
+                                   reference_logits(tiny_backbone, method, batch, [0, 0, 1, 1], [0, 1, 2, 3], TASKS),
                                    **TOL)
-        torch.testing.assert_close(method(batch, candidate_classes=[2, 3]), reference([1, 1, 1, 1], [2, 3]), **TOL)
+        torch.testing.assert_close(method(batch, candidate_classes=[2, 3]),
+                                   reference_logits(tiny_backbone, method, batch, [1, 1, 1, 1], [2, 3], TASKS), **TOL)
+
+
+def test_a_class_of_several_tasks_is_scored_with_the_chosen_tasks_context(tiny_backbone):
+    """Domain-incremental: both tasks own classes 0 and 1; each image gets its chosen task's prompts."""
+    torch.manual_seed(0)
+    method = SPrompts(tiny_backbone, NAMES, context_length=3, image_prompt_length=2).train()
+    for index in (0, 1):
+        method.tasks.adaptation(SimpleNamespace(current_experience=index, classes_in_this_experience=[0, 1]))
+    with torch.no_grad():
+        for parameter in list(method.tasks.contexts) + list(method.tasks.image_prompts):
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        query = F.normalize(tiny_backbone.model.encode_image(images()), dim=-1)
+    method.tasks.set_centroids(0, query[[1, 2, 1, 2, 1]])
+    method.tasks.set_centroids(1, query[[0, 3, 0, 3, 0]])
+    method.eval()
+    with torch.no_grad():
+        logits = method(images(), candidate_classes=[0, 1])
+        assert method.chosen_tasks.tolist() == [1, 0, 0, 1]
+        expected = reference_logits(tiny_backbone, method, images(), [1, 0, 0, 1], [0, 1], [[0, 1], [0, 1]])
+    torch.testing.assert_close(logits, expected, **TOL)
 
 
 def test_trainable_parameters_are_the_current_tasks_and_only_they_get_gradients(tiny_backbone):
