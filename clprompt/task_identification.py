@@ -54,7 +54,8 @@ class TaskIdentificationPlugin(SupervisedPlugin):
         if self.reduce is not None:
             counts = self.reduce(counts)
         counts = counts.cpu().numpy()
-        row = [100.0 * right / total if total else None for right, total in counts]
+        # plain floats: the rows go into checkpoints, which load with weights_only (no numpy scalars)
+        row = [100.0 * int(right) / int(total) if total else None for right, total in counts.tolist()]
         del self.rows[self.n_trained - 1:]
         self.rows.append(row)
 

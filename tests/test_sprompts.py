@@ -295,21 +295,23 @@ def test_a_run_records_task_identification_and_keeps_old_tasks_frozen(finished_r
 
 
 def test_a_resumed_run_restores_the_centres(finished_run, tmp_path, monkeypatch):
+    """Crashed in experience 3: the checkpoint after experience 2 holds two tasks' centres and a task
+    identification row with values (plain floats: a checkpoint loads with weights_only)."""
     reference_dir, reference = finished_run
     forward = SPrompts.forward
 
-    def crash_in_experience_2(self, images, candidate_classes=None):
-        if self.training and self.tasks.current == 1:
+    def crash_in_experience_3(self, images, candidate_classes=None):
+        if self.training and self.tasks.current == 2:
             raise RuntimeError("simulated crash")
         return forward(self, images, candidate_classes)
 
-    monkeypatch.setattr(SPrompts, "forward", crash_in_experience_2)
+    monkeypatch.setattr(SPrompts, "forward", crash_in_experience_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(compose_config(RUN), tmp_path / "run")
     monkeypatch.setattr(SPrompts, "forward", forward)
-    # resumed after experience 1: its task's centres come from the checkpoint, and choose against task 2's
+    # resumed after experience 2: tasks 1-2's centres come from the checkpoint, and choose against task 3's
     results = run(compose_config(RUN), tmp_path / "run")
-    assert results["resumed"][0]["from_experience"] == 2
+    assert results["resumed"][0]["from_experience"] == 3
     assert results["accuracy_matrix"] == reference["accuracy_matrix"]
     assert results["task_identification"] == reference["task_identification"]
     ours = torch.load(tmp_path / "run" / "adapted_state" / "experience_3.pt", weights_only=True)
