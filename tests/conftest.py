@@ -24,3 +24,12 @@ def pytest_configure(config):
     import tempfile
 
     os.environ.setdefault("CLPROMPT_CACHE", tempfile.mkdtemp(prefix="clprompt-test-cache-"))
+
+
+@pytest.fixture(autouse=True)
+def _shared_backbone_back_in_eval_mode(request):
+    """A test that trains a method on the shared tiny backbone (``method.train()`` reaches its modules)
+    leaves it in evaluation mode for the next test, as it was built."""
+    yield
+    if "tiny_backbone" in request.fixturenames:
+        request.getfixturevalue("tiny_backbone").model.eval()

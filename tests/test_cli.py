@@ -59,7 +59,8 @@ def test_multirun_sweeps_scenarios(tmp_path):
     assert "2 job(s), 2 complete, 0 failed" in done.stderr   # the sweep's summary (clprompt.sweep)
 
 
-@pytest.mark.parametrize("group, valid", [("method", "zeroshot"), ("scenario", "split_fmnist"), ("model", "vit_b16")])
+@pytest.mark.parametrize("group, valid", [("method", "zeroshot"), pytest.param("scenario", "split_fmnist", marks=pytest.mark.slow),
+                                          pytest.param("model", "vit_b16", marks=pytest.mark.slow)])   # one path
 def test_unknown_names_list_the_valid_ones(group, valid):
     done = clprompt_run(f"{group}=nope")
     assert done.returncode != 0

@@ -30,7 +30,8 @@ def sweep_results(sweep) -> dict:
 
 @pytest.mark.parametrize("launcher", [
     ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+    pytest.param(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+                 marks=pytest.mark.slow),   # the same Hydra launcher path as joblib's, through submitit
 ], ids=["joblib", "submitit_local"])
 def test_a_sweep_runs_its_jobs_through_a_launcher_and_reports(tmp_path, launcher):
     sweep = tmp_path / "sweep"

@@ -364,10 +364,10 @@ def test_dualprompt_run_records_task_identification_in_results_and_tensorboard(t
     assert saved["task_identification"] == results["task_identification"]
 
 
+@pytest.mark.slow   # the path of tests/test_sprompts.py::test_a_resumed_run_restores_the_centres, in subprocesses
 @pytest.mark.parametrize("name, target, extra", [
     ("dualprompt", "clprompt.methods.dualprompt.DualPrompt", ["method.g_layers=[0]", "method.e_layers=[1]"]),
-    pytest.param("coda_prompt", "clprompt.methods.coda_prompt.CODAPrompt",
-                 ["method.layers=[0,1]", "method.components_per_task=4"], marks=pytest.mark.slow),
+    ("coda_prompt", "clprompt.methods.coda_prompt.CODAPrompt", ["method.layers=[0,1]", "method.components_per_task=4"]),
 ])
 def test_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, name, target, extra):
     """The experts / components grown per task, and the task identification rows, survive a SIGKILL."""
