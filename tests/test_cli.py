@@ -89,6 +89,7 @@ def test_a_missing_required_method_option_is_named():
     assert "missing 1 required positional argument: 'context'" in done.stderr and "full_key: method" in done.stderr
 
 
+@pytest.mark.slow   # in-process: tests/test_visual_prompts.py::test_resnet_image_towers_are_refused
 def test_maple_on_a_resnet_is_refused_with_the_cause(tmp_path):
     done = clprompt_run("method=maple", "model=rn50", "model.pretrained=null", "scenario=tiny_colors",
                         f"hydra.run.dir={tmp_path}")

@@ -38,9 +38,9 @@ from clprompt.parts.prompt_pool import cosine, uniform_
 def check_layers(name: str, layers, depth: int) -> list[int]:
     layers = [int(layer) for layer in (layers or [])]
     if any(not 0 <= layer < depth for layer in layers) or len(set(layers)) != len(layers):
+        fitting = sorted({layer for layer in layers if 0 <= layer < depth}) or [depth - 1]
         raise ConfigValueError(f"method.{name}={layers}: distinct block indices in 0..{depth - 1} (this image tower has "
-                               f"{depth} blocks; the papers' ViT-B has 12), e.g. method.{name}=[{max(0, depth - 2)},"
-                               f"{depth - 1}]")
+                               f"{depth} blocks; the papers' ViT-B has 12), e.g. method.{name}=[{','.join(map(str, fitting))}]")
     return layers
 
 
