@@ -50,7 +50,8 @@ class TaskIdentificationPlugin(SupervisedPlugin):
     def after_eval(self, strategy, **kwargs):
         if self.n_trained == 0:
             return
-        counts = self._counts if self._counts is not None else torch.zeros((self.n_tasks, 2), dtype=torch.long)
+        counts = (self._counts if self._counts is not None   # a process that scored no image still joins the sum
+                  else torch.zeros((self.n_tasks, 2), dtype=torch.long, device=strategy.device))
         if self.reduce is not None:
             counts = self.reduce(counts)
         counts = counts.cpu().numpy()
