@@ -108,6 +108,14 @@ def scores(backbone, features, candidates):
     return logits
 
 
+def assert_zero_shot(backbone, method):
+    """The method's logits over all classes = open_clip's zero-shot ones (frozen image feature, template)."""
+    with torch.no_grad():
+        logits = method(images(), candidate_classes=range(6))
+        expected = scores(backbone, F.normalize(backbone.model.encode_image(images()), dim=-1), list(range(6)))
+    torch.testing.assert_close(logits, expected, **TOL)
+
+
 # ----- L2P ------------------------------------------------------------------------------------------
 
 def test_l2p_equals_the_papers_selection_prompts_and_surrogate_loss(tiny_backbone):
@@ -131,11 +139,7 @@ def test_l2p_equals_the_papers_selection_prompts_and_surrogate_loss(tiny_backbon
 
 @pytest.mark.parametrize("pool", [PromptPool(size=0, length=5, top_k=0), PromptPool(size=4, length=0, top_k=2)])
 def test_l2p_with_an_empty_pool_or_zero_length_prompts_is_zero_shot(tiny_backbone, pool):
-    method = L2P(tiny_backbone, NAMES, pool).eval()
-    with torch.no_grad():
-        logits = method(images(), candidate_classes=range(6))
-        expected = scores(tiny_backbone, F.normalize(tiny_backbone.model.encode_image(images()), dim=-1), list(range(6)))
-    torch.testing.assert_close(logits, expected, **TOL)
+    assert_zero_shot(tiny_backbone, L2P(tiny_backbone, NAMES, pool).eval())
 
 
 def test_l2p_linear_head_scores_the_candidates_only(tiny_backbone):
@@ -216,11 +220,7 @@ def test_dualprompt_test_time_expert_is_the_best_key_and_is_recorded(tiny_backbo
 def test_dualprompt_with_zero_length_prompts_is_zero_shot(tiny_backbone):
     method = dualprompt(tiny_backbone, g_length=0, e_length=0)
     adapt(method, 0)
-    method.eval()
-    with torch.no_grad():
-        logits = method(images(), candidate_classes=range(6))
-        expected = scores(tiny_backbone, F.normalize(tiny_backbone.model.encode_image(images()), dim=-1), list(range(6)))
-    torch.testing.assert_close(logits, expected, **TOL)
+    assert_zero_shot(tiny_backbone, method.eval())
 
 
 def test_dualprompt_refuses_blocks_the_tower_does_not_have(tiny_backbone):
@@ -288,11 +288,7 @@ def test_coda_prompt_new_components_start_orthonormal_to_the_old(tiny_backbone):
 def test_coda_prompt_with_zero_length_prompts_is_zero_shot(tiny_backbone):
     method = coda(tiny_backbone, length=0)
     adapt(method, 0)
-    method.eval()
-    with torch.no_grad():
-        logits = method(images(), candidate_classes=range(6))
-        expected = scores(tiny_backbone, F.normalize(tiny_backbone.model.encode_image(images()), dim=-1), list(range(6)))
-    torch.testing.assert_close(logits, expected, **TOL)
+    assert_zero_shot(tiny_backbone, method.eval())
 
 
 # ----- all three --------------------------------------------------------------------------------------

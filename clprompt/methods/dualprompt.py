@@ -91,11 +91,12 @@ class DualPrompt(KeyedPromptMethod):
         self.chosen_tasks = None
         if self.training:
             return torch.full((batch,), self.tasks.current, dtype=torch.long, device=query.device)
-        eligible = self.tasks.tasks_with(self.candidate_classes) or list(range(len(self.experts.keys)))
+        owning = self.tasks.tasks_with(self.candidate_classes)
+        eligible = owning or list(range(len(self.experts.keys)))
         keys = torch.stack([self.experts.keys[t] for t in eligible])
         best = cosine(query, keys).argmax(dim=1)
         chosen = torch.as_tensor(eligible, device=query.device)[best]
-        if len(self.tasks.tasks_with(self.candidate_classes)) > 1:
+        if len(owning) > 1:
             self.chosen_tasks = chosen
         return chosen
 
