@@ -14,8 +14,8 @@ from avalanche.models.dynamic_modules import avalanche_model_adaptation
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clprompt.errors import ConfigValueError
-from clprompt.methods.coda_prompt import CODAPrompt, orthonormal_extension
-from clprompt.methods.dualprompt import DualPrompt
+from clprompt.methods.coda_prompt import CODAPrompt, PromptComponents, orthonormal_extension
+from clprompt.methods.dualprompt import DualPrompt, ExpertPrompts
 from clprompt.methods.l2p import L2P
 from clprompt.parts.prompt_pool import PromptPool
 from helpers import traced_run
@@ -313,6 +313,32 @@ def test_an_images_logits_do_not_depend_on_the_rest_of_its_batch(tiny_backbone, 
         shuffled = method(pixels.flip(0)).flip(0)
     torch.testing.assert_close(alone, together, **TOL)
     torch.testing.assert_close(shuffled, together, **TOL)
+
+
+@pytest.mark.parametrize("grown", [lambda: ExpertPrompts(query_dim=6, layers=2, length=3, width=8),
+                                    lambda: PromptComponents(layers=2, per_task=3, length=2, width=8, query_dim=6)],
+                         ids=["dualprompt_experts", "coda_prompt_components"])
+def test_a_tasks_prompts_land_on_the_device_the_module_was_moved_to(grown):
+    """Moved before its first task (as the speed bench does on CUDA): the first task's tensors follow it.
+    'meta' stands in for a GPU here; the H200 run that found this raised a device mismatch."""
+    module = grown().to("meta")
+    module.train()
+    module.adaptation(SimpleNamespace(current_experience=0, classes_in_this_experience=[0, 1]))
+    assert {p.device.type for p in module.parameters()} == {"meta"}
+
+
+def test_dualprompts_new_expert_is_drawn_on_the_cpu_whatever_the_device():
+    """So a task starts from the same values on a GPU as on the CPU: the draw consumes the CPU generator."""
+    states = []
+    for device in ("cpu", "meta"):
+        torch.manual_seed(0)
+        experts = ExpertPrompts(query_dim=6, layers=2, length=3, width=8).to(device)
+        experts.train()
+        experts.adaptation(SimpleNamespace(current_experience=0, classes_in_this_experience=[0, 1]))
+        states.append(torch.get_rng_state())
+    assert torch.equal(states[0], states[1])
+    torch.manual_seed(0)
+    assert not torch.equal(torch.get_rng_state(), states[0])
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

@@ -65,6 +65,8 @@ class PromptComponents(DynamicModule):
         self.components = torch.nn.ParameterList()
         self.keys = torch.nn.ParameterList()
         self.attention = torch.nn.ParameterList()
+        # follows .to(): each task's components land on the module's device, the first task's too
+        self.register_buffer("anchor", torch.empty(0), persistent=False)
 
     def adaptation(self, experience) -> None:
         if not self.training or int(experience.current_experience) < len(self.components):
@@ -81,7 +83,7 @@ class PromptComponents(DynamicModule):
                             if len(existing) else torch.zeros((0,) + shape))
                 per_layer.append(orthonormal_extension(previous.float(), self.per_task))
             made[name] = torch.stack(per_layer)
-        device = self.components[0].device if len(self.components) else None
+        device = self.anchor.device
         self.components.append(torch.nn.Parameter(
             made["components"].view(self.layers, self.per_task, self.length, self.width).to(device)))
         self.keys.append(torch.nn.Parameter(made["keys"].to(device)))

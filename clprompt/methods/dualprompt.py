@@ -54,6 +54,8 @@ class ExpertPrompts(DynamicModule):
         self.query_dim, self.freeze_old = query_dim, freeze_old
         self.keys = torch.nn.ParameterList()
         self.prefixes = torch.nn.ParameterList()
+        # follows .to(): each task's prompts land on the module's device, the first task's too
+        self.register_buffer("anchor", torch.empty(0), persistent=False)
 
     def adaptation(self, experience) -> None:
         if not self.training or int(experience.current_experience) < len(self.keys):
@@ -61,9 +63,9 @@ class ExpertPrompts(DynamicModule):
         if self.freeze_old:
             for parameter in list(self.keys) + list(self.prefixes):
                 parameter.requires_grad_(False)
-        device = self.keys[0].device if len(self.keys) else None
-        self.keys.append(torch.nn.Parameter(uniform_(torch.empty(self.query_dim, device=device))))
-        self.prefixes.append(torch.nn.Parameter(uniform_(torch.empty(self.shape, device=device))))
+        device = self.anchor.device  # drawn on the CPU, so a task starts from the same values on every device
+        self.keys.append(torch.nn.Parameter(uniform_(torch.empty(self.query_dim)).to(device)))
+        self.prefixes.append(torch.nn.Parameter(uniform_(torch.empty(self.shape)).to(device)))
 
 
 class DualPrompt(KeyedPromptMethod):
