@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clprompt.augmentation import train_transform
 from clprompt.errors import ClpromptError, ConfigValueError
-from clprompt import checkpoint, config_dir, metrics
+from clprompt import checkpoint, config_dir, metrics, stop_signal
 from clprompt.checkpoint import CheckpointError
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under
 from clprompt.compiled_step import CompiledTextTower, resolve_compile
@@ -43,6 +43,7 @@ from clprompt.methods.ensemble import Ensemble
 from clprompt.outputs import RunRecorder, format_summary, write_atomic
 from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
 from clprompt.strategy import PromptStrategy, autocast_dtype
+from clprompt.stop_signal import Interrupted, StopSignalPlugin
 from clprompt.sweep import in_multirun, record_failure
 from clprompt.task_identification import TaskIdentificationPlugin
 from clprompt.training_log import TrainingLog
@@ -422,7 +423,7 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
     if saved is not None:
         training_log.experiences = dict(saved["training_log"]["experiences"])
     task_plugin = TaskIdentificationPlugin(stream.n_experiences, reduce=distributed.sum if distributed.enabled else None)
-    plugins = [matrix_plugin, task_plugin, training_log]
+    plugins = [matrix_plugin, task_plugin, training_log, StopSignalPlugin()]
     ratio_plugin = None
     if cfg.protocol.grad_norm_ratio:
         ratio_plugin = GradientNormRatioPlugin(experiment.training_set, experiment.noisy, seed=cfg.seed,
@@ -525,6 +526,9 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
         status = f"interrupted ({signal_name(stop)})"
         raise
     except BaseException as error:
+        if stop_signal.requested():  # an error the stop caused (its first raise discarded, workers killed with us)
+            status = f"interrupted ({stop_signal.requested()})"
+            raise Interrupted(stop_signal.requested()) from error
         status = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
@@ -539,14 +543,6 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
     return results
 
 
-class Interrupted(BaseException):
-    """SIGTERM (a scheduler's pre-emption, ``kill``): unwinds like Ctrl-C so the run records it."""
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
-
-
 def signal_name(stop: BaseException) -> str:
     """'SIGINT' for Ctrl-C, the signal's name for an ``Interrupted``."""
     return "SIGINT" if isinstance(stop, KeyboardInterrupt) else str(stop)
@@ -555,7 +551,7 @@ def signal_name(stop: BaseException) -> str:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    stop_signal.install(signal.SIGTERM)
     try:
         run(cfg, run_dir)
     except USER_ERRORS as error:

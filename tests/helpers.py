@@ -194,3 +194,33 @@ def killed_in_second_evaluation(**kwargs):
             super().clear_text_cache()
 
     return Killed(**kwargs)
+
+
+def discarded_sigterm_prompt_tuning(**kwargs):
+    """A PromptTuning method that receives SIGTERM at its 3rd training step somewhere the raised exception is
+    discarded, as a library's fork hook does it (filelock's, when a DataLoader starts its workers: "Exception
+    ignored in ..."), and carries on; with $CLPROMPT_TEST_AFTER=error an error follows at once, as the
+    DataLoader's when the same signal to the process group killed its workers."""
+    import os
+    import signal
+
+    import torch
+
+    from clprompt.methods.prompt_tuning import PromptTuning
+
+    class DiscardedSigterm(PromptTuning):
+        steps = 0
+
+        def logits_from_image_features(self, image):
+            if self.training and torch.is_grad_enabled():
+                DiscardedSigterm.steps += 1
+                if DiscardedSigterm.steps == 3:
+                    try:
+                        signal.raise_signal(signal.SIGTERM)
+                    except BaseException:   # noqa: the hook's "Exception ignored"
+                        pass
+                    if os.environ.get("CLPROMPT_TEST_AFTER") == "error":
+                        raise RuntimeError("DataLoader worker (pid(s) 1) exited unexpectedly")
+            return super().logits_from_image_features(image)
+
+    return DiscardedSigterm(**kwargs)

@@ -44,3 +44,19 @@ def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_rows(tmp_path, nam
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == f"interrupted ({name})" and results["completed_experiences"] == 1
     assert results["process"]["pid"] > 0 and results["process"]["host"]
+
+
+@pytest.mark.parametrize("after", ["carry_on", "error"])
+def test_a_stop_whose_exception_was_discarded_still_stops_the_run_and_the_sweep(tmp_path, after):
+    """Seen on the H200: SIGTERM landed in filelock's fork hook, which discarded the exception; the run went on,
+    failed at the next fork, and the sweep started its next job. The stop is remembered and raised again at
+    the next step, and an error it causes first is recorded as the interruption."""
+    sweep = tmp_path / "sweep"
+    done = clprompt_run("-m", "scenario=tiny_colors", "model=tiny", "method=coop", "progress=false", "cache.dir=null",
+                        "method._target_=helpers.discarded_sigterm_prompt_tuning", "train.epochs=2",
+                        "train.warmup_epochs=0", "train.batch_size=4", "seed=1,2", f"hydra.sweep.dir={sweep}",
+                        env={"CLPROMPT_TEST_AFTER": after})
+    assert done.returncode == 143, done.stderr
+    results = json.loads((sweep / "0_tiny_colors_coop" / "results.json").read_text())
+    assert results["status"] == "interrupted (SIGTERM)" and results["completed_experiences"] == 0
+    assert not (sweep / "1_tiny_colors_coop").exists()   # the sweep stopped: no next job
