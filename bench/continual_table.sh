@@ -7,13 +7,15 @@
 # Departure, for time on 2 CPU cores: train.augmentation=none (each training image as it is, so the
 # frozen-image methods train on cached features; the main command does the same).
 #   bash bench/continual_table.sh [SEEDS]        # SEEDS default 1,2,3; e.g. 1 for a first look
+#   EXTRA="device=cuda hydra/launcher=joblib hydra.launcher.n_jobs=8" bash bench/continual_table.sh
+#                                                 # overrides added to every sweep: a GPU, jobs in parallel
 # One Hydra multirun per (stream, method group); the table lands in multirun/continual_table/report.md
 # (python -m clprompt.report multirun/continual_table --columns metric). The frozen-image methods share
 # their image features through the cache (cache.dir), so each seed's views are encoded once.
 set -euo pipefail
 OUT=${OUT:-multirun/continual_table}
 SEEDS=${1:-1,2,3}
-COMMON="model=miniclip progress=false train.augmentation=none seed=$SEEDS eval.protocol=class_incremental,task_incremental"
+COMMON="model=miniclip progress=false train.augmentation=none seed=$SEEDS eval.protocol=class_incremental,task_incremental ${EXTRA:-}"
 timed() { local start=$SECONDS; "$@"; echo "  ($((SECONDS - start)) s)"; }
 
 for scenario in split_shapes_palette shapes_sequence; do
