@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -12,10 +13,16 @@ from helpers import REPO
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
+def default_sigint():
+    """In the child: SIGINT as a terminal delivers it. A shell's background job (a CI runner's, `cmd &`)
+    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def clprompt_run(*args, env=None):
     env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{REPO}", **(env or {}))
     return subprocess.run([sys.executable, "-m", "clprompt.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
 
 
 def test_a_sweep_goes_on_past_a_failed_job_and_its_exit_status_says_so(tmp_path):
