@@ -74,25 +74,26 @@ def measure(args, method_name: str, queue) -> None:
             torch.cuda.synchronize()
 
     train_seconds = float("nan")
+
+    def train_step(start: int, update: bool = True) -> None:
+        x, y = images[start:start + 32].to(device), labels[start:start + 32].to(device)
+        with autocast():
+            logits = method(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y) + method.regularization(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        if update:
+            optimizer.step()
+
     if optimizer is not None:
         method.train()
-        for _ in range(args.warmup):   # untimed: CUDA's first calls (context, library handles, kernel choice)
-            with autocast():
-                logits = method(images[:32].to(device))
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels[:32].to(device))
-            optimizer.zero_grad()
-            (loss + method.regularization(logits, labels[:32].to(device))).backward()
-            optimizer.zero_grad()
+        for _ in range(args.warmup):   # untimed, no update: CUDA's first calls (context, handles, kernel choice)
+            train_step(0, update=False)
+        optimizer.zero_grad()
         sync()
         started = time.perf_counter()
         for start in range(0, args.images, 32):
-            x, y = images[start:start + 32].to(device), labels[start:start + 32].to(device)
-            with autocast():
-                logits = method(x)
-                loss = torch.nn.functional.cross_entropy(logits.float(), y) + method.regularization(logits, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            train_step(start)
         sync()
         train_seconds = time.perf_counter() - started
     method.eval()
