@@ -31,7 +31,7 @@ def measure(args, method_name: str, queue) -> None:
     from hydra.utils import instantiate
 
     from clprompt.run import scenario_templates
-    from clprompt.strategy import autocast_dtype
+    from clprompt.training.strategy import autocast_dtype
 
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -5,7 +5,7 @@
 
 Per method: C classes ("class i"), a batch of B cached (random, normalised) image features, the method's
 loss terms, SGD; times S steps after W warm-up steps (which include the compile), eager and compiled
-(``clprompt.compiled_step.CompiledTextTower``, the room ``train.compile=on`` installs), and prints
+(``clprompt.training.compiled_step.CompiledTextTower``, the room ``train.compile=on`` installs), and prints
 milliseconds per step, the compile time and the largest loss difference between the two over the timed
 steps. Random backbone weights (timing only; ``model.pretrained=null``); bf16 autocast on CUDA, fp32 on CPU.
 """
@@ -45,7 +45,7 @@ def build(model: str, method_name: str, classes: int, device):
 def time_steps(method, device, batch: int, warmup: int, steps: int, compiled) -> tuple[float, float, list]:
     import torch
 
-    from clprompt.strategy import autocast_dtype
+    from clprompt.training.strategy import autocast_dtype
 
     amp = autocast_dtype(device, "auto")
     generator = torch.Generator().manual_seed(1)
@@ -84,7 +84,7 @@ def time_steps(method, device, batch: int, warmup: int, steps: int, compiled) ->
 def main() -> None:
     import torch
 
-    from clprompt.compiled_step import CompiledTextTower
+    from clprompt.training.compiled_step import CompiledTextTower
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from open_clip.transform import image_transform
 
-from clprompt.augmentation import SampleViews, base_transform
-from clprompt.image_batches import BatchTransform
+from clprompt.data.augmentation import SampleViews, base_transform
+from clprompt.data.image_batches import BatchTransform
 
 
 class Backbone:

@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from clprompt import config_dir
-from clprompt.backbone import load_backbone, sha256_of_file
-from clprompt.clip_adapter import CLIPAdapter
+from clprompt.model.backbone import load_backbone, sha256_of_file
+from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.methods.zeroshot import ZeroShot
 from clprompt.run import resolve_device, seed_everything
 from scenarios.sandbox.pretraining import CaptionedScenes

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from clprompt.config_check import NEUTRAL_KEYS, SEED_KEYS, flatten_config, under
+from clprompt.records.markdown import markdown_table
 
 METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer", "base", "new", "hm")
 BASE_TO_NEW_METRICS = ("base", "new", "hm")
@@ -373,11 +374,6 @@ def usual_n(table: Table) -> int:
     return max(counts, key=lambda n: (counts[n], n)) if counts else 0
 
 
-def _markdown_rows(header: list[str], body: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(cells) + " |" for cells in body])
-
-
 def table_markdown(table: Table) -> str:
     """The table as markdown: a heading, the cells (per-dataset blocks, then the average) and footnotes."""
     if not table.cells:
@@ -397,7 +393,7 @@ def table_markdown(table: Table) -> str:
             if table.average:
                 cells.append(format_cell(table.average.get((row, AVERAGE)), n))
             body.append([row] + cells)
-        lines = _markdown_rows([corner] + columns, body)
+        markdown = markdown_table([corner] + columns, body)
     else:
         blocks = len(table.datasets) > 1
         body = []
@@ -413,8 +409,8 @@ def table_markdown(table: Table) -> str:
         for i, row in enumerate(averaged):
             cells = [format_cell(table.average.get((row, column)), n) for column in table.column_labels]
             body.append([f"**{AVERAGE}**" if i == 0 else "", row] + cells)
-        lines = _markdown_rows((["dataset"] if blocks else []) + [corner] + table.column_labels, body)
-    return "\n".join([title, ""] + lines + [""] + table_footnotes(table))
+        markdown = markdown_table((["dataset"] if blocks else []) + [corner] + table.column_labels, body)
+    return "\n".join([title, "", markdown, ""] + table_footnotes(table))
 
 
 def table_footnotes(table: Table) -> list[str]:

@@ -28,25 +28,28 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from clprompt.augmentation import train_transform
+from clprompt.data.augmentation import train_transform
 from clprompt.errors import ClpromptError, ConfigValueError
-from clprompt import checkpoint, config_dir, metrics, stop_signal
-from clprompt.checkpoint import CheckpointError
+from clprompt import config_dir
+from clprompt.records import metrics
+from clprompt.training import checkpoint, stop_signal
+from clprompt.training.checkpoint import CheckpointError
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under
-from clprompt.compiled_step import CompiledTextTower, resolve_compile
-from clprompt.distributed import Distributed
-from clprompt.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
-from clprompt.evaluation import AccuracyMatrixPlugin
-from clprompt.gradient_ratio import GradientNormRatioPlugin
-from clprompt.image_batches import build_image_batches
+from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
+from clprompt.training.distributed import Distributed
+from clprompt.data.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
+from clprompt.records.evaluation import AccuracyMatrixPlugin
+from clprompt.records.gradient_ratio import GradientNormRatioPlugin
+from clprompt.data.image_batches import build_image_batches
 from clprompt.methods.ensemble import Ensemble
-from clprompt.outputs import RunRecorder, format_summary, write_atomic
-from clprompt.protocol import DEFAULT_TEMPLATE, prepare_experiment
-from clprompt.strategy import PromptStrategy, autocast_dtype
-from clprompt.stop_signal import Interrupted, StopSignalPlugin
+from clprompt.records.outputs import RunRecorder, format_summary
+from scenarios.atomic_write import write_atomic
+from clprompt.data.protocol import DEFAULT_TEMPLATE, prepare_experiment
+from clprompt.training.strategy import PromptStrategy, autocast_dtype
+from clprompt.training.stop_signal import Interrupted, StopSignalPlugin
 from clprompt.sweep import in_multirun, record_failure
-from clprompt.task_identification import TaskIdentificationPlugin
-from clprompt.training_log import TrainingLog
+from clprompt.records.task_identification import TaskIdentificationPlugin
+from clprompt.records.training_log import TrainingLog
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 
 log = logging.getLogger("clprompt")
@@ -149,7 +152,7 @@ def loader_arguments(num_workers, device: torch.device) -> dict:
 
 def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, loader_args, images=None,
                    distributed=None) -> tuple:
-    """The feature cache when ``train.feature_cache`` resolves on (see clprompt.feature_cache), and its record."""
+    """The feature cache when ``train.feature_cache`` resolves on (see clprompt.data.feature_cache), and its record."""
     enabled, reason = resolve_mode(cfg.train.feature_cache, method.frozen_image_side, type(method).__name__)
     record = {"mode": cfg.train.feature_cache, "enabled": enabled, "reason": reason}
     if not enabled:
@@ -222,7 +225,7 @@ def overrides() -> list[str]:
 
 def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plugin, timing, storage,
                        ratio_plugin, training_log, task_plugin) -> dict:
-    """What a resumed run needs after ``experiences_done`` experiences (see clprompt.checkpoint)."""
+    """What a resumed run needs after ``experiences_done`` experiences (see clprompt.training.checkpoint)."""
     return {"experiences_done": experiences_done,
             "config": OmegaConf.to_container(cfg, resolve=True), "weights": dict(backbone.identity),
             "method_state": {k: v.detach().cpu().clone() for k, v in method.adapted_state_dict().items()},
@@ -354,7 +357,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: torch.device, started: float) -> dict:
-    """``run`` in one process of the run's processes (see clprompt.distributed): every process computes, the
+    """``run`` in one process of the run's processes (see clprompt.training.distributed): every process computes, the
     main one writes."""
     main = distributed.is_main
     if not main:   # the main process speaks for the run

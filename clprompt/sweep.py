@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from clprompt.outputs import write_json_atomic
+from scenarios.atomic_write import write_json_atomic
 
 
 def in_multirun() -> bool:

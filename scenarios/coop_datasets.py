@@ -61,13 +61,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from scenarios.atomic_write import write_json_atomic
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 from scenarios.image_folder_dataset import ImageFileDataset
 from scenarios.stream import TaskStream, class_incremental_stream
@@ -274,21 +274,6 @@ def _check_images(paths: Sequence[str], image_dir: Path, source: str, remedy: st
         )
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, then rename it over ``path``."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # --- building a split from the image folder ------------------------------------------------------------
 
 
@@ -474,7 +459,7 @@ def _split_from_files(spec: CoopDataset, dataset_dir: Path, image_dir: Path, spl
         splits, names = parse_split(payload, ours, built=True)
         record = {"split": ours.name, "split_source": f"built (seed {split_seed})"}
         try:
-            _write_json_atomic(ours, payload)
+            write_json_atomic(ours, payload)
             saved = f"saved it as {ours}; later runs reuse it"
         except OSError as error:
             saved = f"could not save it as {ours} ({error}); it is rebuilt the same way while the folder is unchanged"

@@ -3,11 +3,11 @@
 Two things let the model side treat any of them alike without knowing which it is:
 
 - ``decoded()`` hands over the images as one uint8 array when the dataset holds them so (the small
-  datasets), for transforms computed in batches on the device (clprompt.image_batches);
+  datasets), for transforms computed in batches on the device (clprompt.data.image_batches);
 - a *per-sample* transform (one with ``per_sample = True``) is called as ``transform(image, index)``,
-  so that random augmentation can be a pure function of the sample (clprompt.augmentation);
+  so that random augmentation can be a pure function of the sample (clprompt.data.augmentation);
 - ``fingerprint()`` names the images' content (not the labels), so that features computed from one
-  dataset are never read for another (clprompt.feature_cache); ``sample_ids()`` gives each item's index
+  dataset are never read for another (clprompt.data.feature_cache); ``sample_ids()`` gives each item's index
   in the dataset whose images it shows.
 """
 

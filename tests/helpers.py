@@ -86,7 +86,7 @@ def failing_zeroshot_on_second_evaluation(**kwargs):
 def traced_run(tmp_path: Path, monkeypatch, name: str, overrides: list[str]):
     """Run the tiny-colours stream in-process (tiny model); returns (per-step training losses, results)."""
     from clprompt.run import run
-    from clprompt.strategy import PromptStrategy
+    from clprompt.training.strategy import PromptStrategy
 
     losses = []
     original = PromptStrategy.criterion
@@ -134,7 +134,7 @@ def killed_prompt_tuning(**kwargs):
 
     import torch
 
-    import clprompt.checkpoint
+    import clprompt.training.checkpoint
     from clprompt.methods.prompt_tuning import PromptTuning
 
     where, _, at = os.environ.get("CLPROMPT_TEST_KILL", "none:0").partition(":")
@@ -144,15 +144,15 @@ def killed_prompt_tuning(**kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
     if where == "checkpoint":
-        save = clprompt.checkpoint.save
+        save = clprompt.training.checkpoint.save
 
         def half_save(run_dir, payload):
             if payload["experiences_done"] == at:
-                temporary = Path(run_dir) / f".{clprompt.checkpoint.FILE}.{os.getpid()}.tmp"
+                temporary = Path(run_dir) / f".{clprompt.training.checkpoint.FILE}.{os.getpid()}.tmp"
                 temporary.write_bytes(b"PK\x03\x04 half a checkpoint")
                 die()
             return save(run_dir, payload)
-        clprompt.checkpoint.save = half_save
+        clprompt.training.checkpoint.save = half_save
 
     class Killed(PromptTuning):
         steps = 0

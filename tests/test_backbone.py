@@ -5,7 +5,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from clprompt.backbone import load_backbone, sha256_of_file
+from clprompt.model.backbone import load_backbone, sha256_of_file
 from clprompt.errors import ConfigValueError, WeightsUnavailableError
 from helpers import compose_config
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from clprompt.clip_adapter import CLIPAdapter
-from clprompt.compiled_step import CompiledTextTower, resolve_compile
+from clprompt.model.clip_adapter import CLIPAdapter
+from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.errors import ConfigValueError
 from helpers import traced_run
 

@@ -80,7 +80,7 @@ def test_a_method_yaml_chooses_its_optimiser_and_the_command_line_can_change_it(
 def test_the_schedules_rates():
     from types import SimpleNamespace
 
-    from clprompt.strategy import PromptStrategy
+    from clprompt.training.strategy import PromptStrategy
 
     def rates(schedule, warmup):
         state = SimpleNamespace(warmup_epochs=warmup, warmup_lr=1e-5, schedule=schedule, train_epochs=4)

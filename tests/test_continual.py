@@ -8,7 +8,7 @@ import torch
 from clprompt.errors import ConfigValueError
 from clprompt.methods.base import PromptMethod
 from clprompt.run import run
-from clprompt.strategy import PromptStrategy
+from clprompt.training.strategy import PromptStrategy
 from helpers import compose_config
 
 

@@ -1,7 +1,7 @@
 """One run over two torchrun processes (gloo on CPU): the same accuracy matrix as one process, written once.
 
 Each process encodes a share of the feature cache's misses, scores a share of every test experience and
-trains on a share of every minibatch with the gradients summed (clprompt.distributed)."""
+trains on a share of every minibatch with the gradients summed (clprompt.training.distributed)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from clprompt.distributed import Distributed
+from clprompt.training.distributed import Distributed
 from helpers import REPO
 
 RUN = ["scenario=tiny_colors", "model=tiny", "progress=false", "device=cpu", "train.epochs=2",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clprompt.errors import ConfigValueError
-from clprompt.evaluation import candidate_classes
+from clprompt.records.evaluation import candidate_classes
 from clprompt.methods.base import PromptMethod
 from clprompt.run import run
 from helpers import compose_config

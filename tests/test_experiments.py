@@ -11,13 +11,13 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from clprompt.errors import ConfigValueError
-from clprompt.gradient_ratio import GradientNormRatioPlugin, gradient_norm
+from clprompt.records.gradient_ratio import GradientNormRatioPlugin, gradient_norm
 from clprompt.methods.ensemble import Ensemble
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.methods.zeroshot import ZeroShot
 from clprompt.parts.context import LearnedContext
 from clprompt.parts.labels import NameLabels
-from clprompt.protocol import prepare_experiment, zero_shot_scores
+from clprompt.data.protocol import prepare_experiment, zero_shot_scores
 from helpers import compose_config
 from test_cli import clprompt_run
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from clprompt.augmentation import SampleViews, train_transform, view_seed
+from clprompt.data.augmentation import SampleViews, train_transform, view_seed
 from clprompt.errors import ConfigValueError
-from clprompt.feature_cache import FeatureCache, FeatureKey, check_writable, resolve_mode
+from clprompt.data.feature_cache import FeatureCache, FeatureKey, check_writable, resolve_mode
 from helpers import compose_config, traced_run
 from scenarios.array_dataset import ArrayImageDataset
 from scenarios.protocols.relabeled import RelabeledSubset

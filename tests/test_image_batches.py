@@ -8,10 +8,10 @@ from open_clip.transform import image_transform
 from PIL import Image
 from torchvision import transforms
 
-from clprompt import image_batches
-from clprompt.augmentation import SampleViews, base_transform
+from clprompt.data import image_batches
+from clprompt.data.augmentation import SampleViews, base_transform
 from clprompt.errors import ConfigValueError
-from clprompt.image_batches import BatchTransform, UnsupportedTransform, build_image_batches, resample
+from clprompt.data.image_batches import BatchTransform, UnsupportedTransform, build_image_batches, resample
 from helpers import traced_run
 from scenarios.array_dataset import ArrayImageDataset
 from scenarios.protocols.relabeled import RelabeledSubset

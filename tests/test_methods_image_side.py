@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from clprompt.backbone import load_backbone
+from clprompt.model.backbone import load_backbone
 from clprompt.errors import ConfigValueError, UnsupportedBackboneError
 from clprompt.methods.cocoop import CoCoOp
 from clprompt.methods.linear_probe import LinearProbe

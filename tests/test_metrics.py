@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from clprompt import metrics
+from clprompt.records import metrics
 
 # R[i, j]: accuracy on task j after training through task i (upper triangle = not yet trained).
 R = np.array([

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from clprompt.backbone import PROJECT_ROOT, load_backbone, sha256_of_file
+from clprompt.model.backbone import PROJECT_ROOT, load_backbone, sha256_of_file
 from clprompt.errors import WeightsUnavailableError
 from clprompt.methods.zeroshot import ZeroShot
 from clprompt.pretrain import label_aware_infonce, pretrain, to_model_input

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clprompt.losses import GeneralizedCrossEntropy
+from clprompt.model.losses import GeneralizedCrossEntropy
 from clprompt.methods.cocoop import CoCoOp
 from clprompt.methods.maple import MaPLe
 from clprompt.methods.prompt_tuning import PromptTuning

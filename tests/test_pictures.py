@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from clprompt.outputs import confusion_figure, curves_figure, matrix_figure
+from clprompt.records.outputs import confusion_figure, curves_figure, matrix_figure
 from clprompt.run import run
 from helpers import compose_config
 

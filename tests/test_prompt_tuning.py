@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from avalanche.models.dynamic_modules import DynamicModule
 
 from clprompt.errors import ConfigValueError
-from clprompt.losses import CrossEntropy, GeneralizedCrossEntropy
+from clprompt.model.losses import CrossEntropy, GeneralizedCrossEntropy
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.methods.zeroshot import ZeroShot
 from clprompt.parts.context import LearnedContext, TemplateContext
@@ -141,7 +141,7 @@ def test_methods_train_in_a_stream_and_the_backbone_stays_bit_identical(tmp_path
                           "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.05",
                           "train.batch_size=8", *depth])
     losses = []
-    from clprompt.strategy import PromptStrategy
+    from clprompt.training.strategy import PromptStrategy
 
     original = PromptStrategy.criterion
 
@@ -175,7 +175,7 @@ def _build_with(backbone):
 def test_lamm_keeps_old_classes_text_features_fixed_across_experiences(tmp_path):
     cfg = compose_config(["method=lamm", "scenario=tiny_colors", "model=tiny", "progress=false",
                           "train.epochs=2", "train.warmup_epochs=0", "train.optimizer.lr=0.5"])
-    from clprompt import strategy as strategy_module
+    from clprompt.training import strategy as strategy_module
 
     snapshots = []
     original = strategy_module.PromptStrategy._after_training_exp
@@ -263,7 +263,7 @@ def test_min_len_learns_only_the_shortest_names_token_count(tiny_backbone):
 def test_train_augmentations(tiny_backbone):
     from PIL import Image
 
-    from clprompt.augmentation import base_transform, train_transform
+    from clprompt.data.augmentation import base_transform, train_transform
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     coop = train_transform("coop", tiny_backbone, n_views=2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clprompt.metrics import base_to_new, harmonic_mean
+from clprompt.records.metrics import base_to_new, harmonic_mean
 from scenarios.protocols import few_shot, label_noise, pseudo_labels
 from scenarios.protocols.base_to_new import base_and_new_classes
 from scenarios.protocols.relabeled import RelabeledSubset

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from clprompt.checkpoint import CheckpointError
+from clprompt.training.checkpoint import CheckpointError
 from clprompt.run import run
 from helpers import REPO, compose_config
 

@@ -60,7 +60,7 @@ def test_a_member_of_several_experiences_is_refused():
 
 
 def test_protocols_that_redraw_training_sets_refuse_a_sequence():
-    from clprompt.protocol import check_options
+    from clprompt.data.protocol import check_options
 
     options = compose_config(["protocol=few_shot"]).protocol
     stream = task_sequence("two", tiny_tasks())

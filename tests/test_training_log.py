@@ -64,7 +64,7 @@ def test_hparams_name_the_runs_settings_and_final_metrics(lamm_run):
 def test_one_log_line_per_epoch(tmp_path, caplog):
     cfg = compose_config(["scenario=tiny_colors", "model=tiny", "method=coop", "train.epochs=2", "progress=false",
                           "cache.dir=null"])
-    with caplog.at_level(logging.INFO, logger="clprompt.training_log"):
+    with caplog.at_level(logging.INFO, logger="clprompt.records.training_log"):
         run(cfg, tmp_path)
-    lines = [r.getMessage() for r in caplog.records if r.name == "clprompt.training_log"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "clprompt.records.training_log"]
     assert len(lines) == 6 and lines[0].startswith("experience 1 epoch 1/2: loss ") and "train accuracy" in lines[0]

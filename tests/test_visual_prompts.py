@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clprompt.backbone import load_backbone
-from clprompt.clip_adapter import CLIPAdapter
+from clprompt.model.backbone import load_backbone
+from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.errors import UnsupportedBackboneError
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.parts.context import TemplateContext

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clprompt.clip_adapter import CLIPAdapter
+from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.errors import ConfigValueError
 from clprompt.methods.zeroshot import TEMPLATE_ENSEMBLES, ZeroShot
 

@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError, UnsupportedBackboneError
 from clprompt.methods.base import PromptMethod
 

@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from clprompt.backbone import Backbone
-from clprompt.clip_adapter import CLIPAdapter
+from clprompt.model.backbone import Backbone
+from clprompt.model.clip_adapter import CLIPAdapter
 
 
 class PromptMethod(torch.nn.Module):

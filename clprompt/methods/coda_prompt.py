@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.models.dynamic_modules import DynamicModule
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.dualprompt import check_layers
 from clprompt.methods.keyed_prompts import KeyedPromptMethod

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from avalanche.models.dynamic_modules import DynamicModule
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
 from clprompt.parts.prompt_pool import cosine, uniform_

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from avalanche.models.dynamic_modules import DynamicModule
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.parts.context import TemplateContext

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
 from clprompt.parts.prompt_pool import PromptPool

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.models.dynamic_modules import DynamicModule
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.base import PromptMethod
 from clprompt.methods.zeroshot import ZeroShot

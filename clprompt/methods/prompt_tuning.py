@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.base import PromptMethod
 

@@ -46,7 +46,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.models.dynamic_modules import DynamicModule
 from torch.utils.data import DataLoader
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.parts.labels import NameLabels

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from clprompt.backbone import Backbone
-from clprompt.clip_adapter import CLIPAdapter
+from clprompt.model.backbone import Backbone
+from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.methods.base import PromptMethod
 
 

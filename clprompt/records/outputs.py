@@ -11,10 +11,8 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import matplotlib
 
@@ -23,7 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
-from clprompt import metrics  # noqa: E402
+from clprompt.records import metrics  # noqa: E402
+from clprompt.records.markdown import markdown_table  # noqa: E402
+from scenarios.atomic_write import write_json_atomic  # noqa: E402
 
 
 def to_percent(matrix: np.ndarray) -> np.ndarray:
@@ -40,13 +40,9 @@ def completed_prefix(matrix: np.ndarray) -> np.ndarray:
 
 def matrix_markdown(matrix_percent: np.ndarray) -> str:
     """R as a markdown table: rows 'after experience i', columns 'task j', NaN as '-'."""
-    T = matrix_percent.shape[1]
-    lines = ["| after \\ task | " + " | ".join(str(j + 1) for j in range(T)) + " |",
-             "|---" * (T + 1) + "|"]
-    for i, row in enumerate(matrix_percent):
-        cells = ["-" if math.isnan(v) else f"{v:.2f}" for v in row]
-        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = ["after \\ task"] + [str(j + 1) for j in range(matrix_percent.shape[1])]
+    rows = [[str(i + 1)] + ["-" if math.isnan(v) else f"{v:.2f}" for v in row] for i, row in enumerate(matrix_percent)]
+    return markdown_table(header, rows)
 
 
 def write_matrix_csv(path: Path, matrix_percent: np.ndarray) -> None:
@@ -162,23 +158,6 @@ def confusion_figure(confusion: np.ndarray, after: int, title: str = ""):
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return figure
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary path)``, then rename over ``path``: readers see all of it or nothing, and a kill
-    or a full disk mid-write leaves the previous file whole (and a stray ``.<name>.*.tmp``)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON through a temporary file, so a reader never sees half a file."""
-    write_atomic(Path(path), lambda temporary: temporary.write_text(json.dumps(payload, indent=2, default=str)))
 
 
 def _finite_or_none(value: float) -> Optional[float]:

@@ -38,9 +38,9 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from torch.utils.data import DataLoader, Dataset
 
-from clprompt.distributed import Distributed
+from clprompt.training.distributed import Distributed
 from clprompt.errors import ConfigValueError
-from clprompt.outputs import write_atomic
+from scenarios.atomic_write import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class ExperienceFeatures:
     (its ``fingerprint`` and ``transform`` define the key). encode(images) -> features runs the frozen
     tower (under the run's autocast, without gradients). Encoding reads images with ``loader_args``
     (workers, pinned memory) and its own generator, so the run's random stream is not touched; or, given
-    ``images`` (``clprompt.image_batches.ImageBatches``), makes them on the device from the sample ids.
+    ``images`` (``clprompt.data.image_batches.ImageBatches``), makes them on the device from the sample ids.
     """
 
     def __init__(self, cache: FeatureCache, encoder: dict, sources: dict, encode: Callable, device: torch.device,

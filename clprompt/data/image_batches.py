@@ -11,7 +11,7 @@ CoOp's recipe), read step by step:
 
 - random parameters (``RandomResizedCrop``'s box, ``RandomHorizontalFlip``'s coin) are drawn by
   torchvision's own code from the generator seeded by (augmentation seed, sample, view), as
-  ``clprompt.augmentation.SampleViews`` does per image;
+  ``clprompt.data.augmentation.SampleViews`` does per image;
 - resampling (``RandomResizedCrop``, ``Resize``) is Pillow's: separable convolution, the horizontal pass
   first, each pass's coefficients computed as Pillow's ``precompute_coeffs`` computes them (support
   scaled when shrinking, weights normalised) and rounded to its 22-bit fixed point, each pass's result
@@ -42,9 +42,9 @@ from open_clip.transform import MaybeConvertMode
 from torchvision import transforms
 from torchvision.transforms.functional import _compute_resized_output_size
 
-from clprompt.augmentation import SampleViews, view_seed
+from clprompt.data.augmentation import SampleViews, view_seed
 from clprompt.errors import ConfigValueError
-from clprompt.feature_cache import FeatureTable
+from clprompt.data.feature_cache import FeatureTable
 from scenarios.stream import sample_ids
 
 MODES = ("auto", "on", "off")

@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.zeroshot import ZeroShot
-from clprompt.outputs import write_json_atomic
+from scenarios.atomic_write import write_json_atomic
 from scenarios.protocols import few_shot, label_noise, pseudo_labels
 from scenarios.protocols.base_to_new import base_and_new_classes
 from scenarios.protocols.relabeled import RelabeledSubset

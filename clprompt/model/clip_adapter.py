@@ -67,7 +67,7 @@ class CLIPAdapter(torch.nn.Module):
         tower = self.compiled_text_tower if torch.is_grad_enabled() else None
         return (tower or self.eager_text_tower)(embeddings, eot_positions, length, deep_prompts, prompt_positions)
 
-    # train.compile (clprompt.compiled_step) puts the compiled eager_text_tower here while a method trains
+    # train.compile (clprompt.training.compiled_step) puts the compiled eager_text_tower here while a method trains
     compiled_text_tower = None
 
     def eager_text_tower(self, embeddings: torch.Tensor, eot_positions: torch.Tensor, length: int,

@@ -49,7 +49,7 @@ def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.startswith("~") or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]   # the folder holding the clprompt package
 
 
 def _resolve_source(arch: str, pretrained: Optional[str]) -> tuple[str, Optional[str]]:

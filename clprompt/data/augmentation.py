@@ -22,7 +22,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import MaybeConvertMode
 from torchvision import transforms
 
-from clprompt.backbone import Backbone
+from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 
 AUGMENTATIONS = ("model", "coop", "none")

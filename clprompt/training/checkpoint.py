@@ -29,7 +29,7 @@ import torch
 
 from clprompt.config_check import flatten_config, under
 from clprompt.errors import ClpromptError
-from clprompt.outputs import write_atomic
+from scenarios.atomic_write import write_atomic
 
 FILE = "checkpoint.pt"
 FORMAT = 1

@@ -5,14 +5,14 @@ per experience over the method's trainable parameters only (Avalanche's default 
 backbone parameter too). A method with nothing to train (zero-shot) goes through the same calls and
 simply runs no epoch.
 
-Four rooms the strategy calls: the training views (``clprompt.augmentation.SampleViews``: the strategy
+Four rooms the strategy calls: the training views (``clprompt.data.augmentation.SampleViews``: the strategy
 tells them the epoch); for a method whose image side is frozen, the feature cache
-(``clprompt.feature_cache.ExperienceFeatures``): training and evaluation then iterate over image
+(``clprompt.data.feature_cache.ExperienceFeatures``): training and evaluation then iterate over image
 features instead of images, in the same order, and the method scores them with
 ``logits_from_image_features``; otherwise, with ``data.batch_transforms``, the decoded images
-(``clprompt.image_batches.ImageBatches``): the loader yields sample ids and the batch's images are made
+(``clprompt.data.image_batches.ImageBatches``): the loader yields sample ids and the batch's images are made
 on the device, the same as the per-image path's; and, with ``train.compile``, the compiled text tower
-(``clprompt.compiled_step.CompiledTextTower``), installed while an experience trains. The NaN check
+(``clprompt.training.compiled_step.CompiledTextTower``), installed while an experience trains. The NaN check
 reads the loss once per epoch (no host sync per step).
 """
 
@@ -32,10 +32,10 @@ from avalanche.benchmarks.utils.data_loader import (
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from clprompt.checkpoint import set_rng_states
-from clprompt.distributed import Distributed
+from clprompt.training.checkpoint import set_rng_states
+from clprompt.training.distributed import Distributed
 from clprompt.errors import ConfigValueError, NonFiniteLossError
-from clprompt.losses import CrossEntropy
+from clprompt.model.losses import CrossEntropy
 from clprompt.methods.base import PromptMethod
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class PromptStrategy(SupervisedTemplate):
 
     # Avalanche's loaders, built here with its distributed sampler off: under torchrun that sampler deals
     # each process an interleaved part of the data, padded with repeated samples (counted twice in an
-    # evaluation); clprompt shares the data among the processes itself (clprompt.distributed)
+    # evaluation); clprompt shares the data among the processes itself (clprompt.training.distributed)
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
                               drop_last=False, **kwargs):

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from clprompt.clip_adapter import CLIPAdapter
+from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.errors import ConfigValueError
 
 log = logging.getLogger(__name__)

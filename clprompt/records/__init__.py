@@ -1,0 +1,1 @@
+"""What a run records: the accuracy matrix (evaluation), metrics, training log, task identification, gradient ratio, outputs."""
