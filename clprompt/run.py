@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -223,50 +224,35 @@ def overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def checkpoint_payload(cfg, backbone, method, experiences_done: int, matrix_plugin, timing, storage,
-                       ratio_plugin, training_log, task_plugin) -> dict:
-    """What a resumed run needs after ``experiences_done`` experiences (see clprompt.training.checkpoint)."""
-    return {"experiences_done": experiences_done,
-            "config": OmegaConf.to_container(cfg, resolve=True), "weights": dict(backbone.identity),
-            "method_state": {k: v.detach().cpu().clone() for k, v in method.adapted_state_dict().items()},
-            "matrix": torch.from_numpy(matrix_plugin.matrix.copy()), "timing": list(timing),
-            "task_confusion": list(matrix_plugin.task_confusion),
-            "task_identification": list(task_plugin.rows),
-            "adapted_state_bytes": list(storage["adapted_state_bytes"]),
-            "grad_norm_ratio": list(ratio_plugin.history) if ratio_plugin is not None else None,
-            "training_log": {"epochs_logged": training_log.epochs_logged,
-                             "experiences": dict(training_log.experiences)},
-            "rng": checkpoint.rng_states()}
-
-
-def restore(saved: dict, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir,
-            strategy, task_plugin) -> int:
+def restore(parts: "RunParts", saved: dict) -> int:
     """Bring the freshly built run to the checkpoint's state; returns the experiences already done. A
     checkpoint inside an experience (train.checkpoint_every) also hands the strategy that experience's
     optimizer state and generators, which it sets when the experience's training starts."""
     done = int(saved["experiences_done"])
     within = saved.get("within")
+    method = parts.method
     method.train()
-    grown = experiences[:done + 1] if within else experiences[:done]
+    grown = parts.experiences[:done + 1] if within else parts.experiences[:done]
     for experience in grown:  # the method's growth per experience (LAMM's labels, probe rows)
         avalanche_model_adaptation(method, experience)
     method.eval()
     missing, unexpected = method.load_state_dict(saved["method_state"], strict=False)
     missing = [k for k in missing if not k.startswith("clip.") and ".clip." not in k]
     if missing or unexpected:
-        raise CheckpointError(f"{Path(run_dir) / checkpoint.FILE} does not fit this method (missing "
+        raise CheckpointError(f"{Path(parts.run_dir) / checkpoint.FILE} does not fit this method (missing "
                               f"{missing[:5]}, unexpected {unexpected[:5]}): give another hydra.run.dir")
+    matrix_plugin, task_plugin, ratio_plugin = parts.matrix_plugin, parts.task_plugin, parts.ratio_plugin
     matrix_plugin.matrix = saved["matrix"].numpy().copy()
     matrix_plugin.n_trained = done
     matrix_plugin.task_confusion = list(saved["task_confusion"])
     task_plugin.rows, task_plugin.n_trained = list(saved.get("task_identification") or []), done
-    timing[:] = saved["timing"]
-    storage["adapted_state_bytes"] = list(saved["adapted_state_bytes"])
+    parts.timing[:] = saved["timing"]
+    parts.storage["adapted_state_bytes"] = list(saved["adapted_state_bytes"])
     if ratio_plugin is not None and saved.get("grad_norm_ratio") is not None:
         ratio_plugin.history = list(saved["grad_norm_ratio"])
     if within:
-        strategy.resume_within = {"epochs_done": int(within["epochs_done"]), "optimizer": within["optimizer"],
-                                  "rng": saved["rng"]}
+        parts.strategy.resume_within = {"epochs_done": int(within["epochs_done"]), "optimizer": within["optimizer"],
+                                        "rng": saved["rng"]}
     else:
         checkpoint.set_rng_states(saved["rng"])
     return done
@@ -356,174 +342,250 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         distributed.close()
 
 
+@dataclass
+class RunParts:
+    """What the stages of a run share: its settings, what ``build_run`` built, and what the loop records."""
+
+    cfg: DictConfig
+    run_dir: Path
+    distributed: Distributed
+    device: torch.device
+    started: float
+    previous: Optional[dict]
+    saved: Optional[dict]
+    backbone: object = None
+    views: object = None
+    n_views: int = 0
+    stream: object = None
+    experiment: object = None              # the protocol's draws (clprompt.data.protocol.Experiment)
+    method: object = None
+    choices: dict = field(default_factory=dict)
+    header: dict = field(default_factory=dict)
+    recorder: Optional[RunRecorder] = None
+    matrix_plugin: Optional[AccuracyMatrixPlugin] = None
+    training_log: Optional[TrainingLog] = None
+    task_plugin: Optional[TaskIdentificationPlugin] = None
+    ratio_plugin: Optional[GradientNormRatioPlugin] = None
+    strategy: Optional[PromptStrategy] = None
+    loader_args: dict = field(default_factory=dict)
+    cache: Optional[FeatureCache] = None
+    cache_record: dict = field(default_factory=dict)
+    experiences: list = field(default_factory=list)
+    timing: list = field(default_factory=list)
+    storage: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.distributed.is_main
+
+    def extra(self) -> dict:
+        """results.json's fields beside the matrix and the header."""
+        fields = {"storage": self.storage,
+                  "feature_cache": {**self.cache_record, **(self.cache.record() if self.cache else {})},
+                  "timing": self.timing, "resources": peak_memory(self.device),
+                  "task_confusion": self.matrix_plugin.task_confusion}
+        if self.task_plugin.record() is not None:   # methods that choose a task's prompts per image
+            fields["task_identification"] = self.task_plugin.record()
+        if self.ratio_plugin is not None:
+            fields["grad_norm_ratio"] = self.ratio_plugin.history
+        if self.cfg.protocol.base_to_new and not np.isnan(self.matrix_plugin.matrix[0]).any():
+            fields["metrics"] = {k: 100 * v for k, v in metrics.base_to_new(self.matrix_plugin.matrix).items()}
+        return fields
+
+    def checkpoint_payload(self, experiences_done: int) -> dict:
+        """What a resumed run needs after ``experiences_done`` experiences (see clprompt.training.checkpoint)."""
+        ratio, log_ = self.ratio_plugin, self.training_log
+        return {"experiences_done": experiences_done,
+                "config": OmegaConf.to_container(self.cfg, resolve=True), "weights": dict(self.backbone.identity),
+                "method_state": {k: v.detach().cpu().clone() for k, v in self.method.adapted_state_dict().items()},
+                "matrix": torch.from_numpy(self.matrix_plugin.matrix.copy()), "timing": list(self.timing),
+                "task_confusion": list(self.matrix_plugin.task_confusion),
+                "task_identification": list(self.task_plugin.rows),
+                "adapted_state_bytes": list(self.storage["adapted_state_bytes"]),
+                "grad_norm_ratio": list(ratio.history) if ratio is not None else None,
+                "training_log": {"epochs_logged": log_.epochs_logged, "experiences": dict(log_.experiences)},
+                "rng": checkpoint.rng_states()}
+
+    def epoch_checkpoint(self, epochs_done: int) -> None:
+        """``train.checkpoint_every``: the state inside an experience, after ``epochs_done`` of its epochs."""
+        index = self.strategy.experience.current_experience
+        payload = self.checkpoint_payload(index)
+        payload["within"] = {"experience": index, "epochs_done": epochs_done,
+                             "optimizer": self.strategy.optimizer.state_dict()}
+        if self.main:
+            checkpoint.save(self.run_dir, payload)
+        log.info("experience %d: checkpoint after epoch %d", index + 1, epochs_done)
+
+
 def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: torch.device, started: float) -> dict:
     """``run`` in one process of the run's processes (see clprompt.training.distributed): every process computes, the
-    main one writes."""
-    main = distributed.is_main
-    if not main:   # the main process speaks for the run
+    main one writes. The stages: read the folder, build, resume, train and evaluate, finish."""
+    if not distributed.is_main:   # the main process speaks for the run
         logging.getLogger("clprompt").setLevel(logging.WARNING)
     check_run_folder(run_dir)
     previous, saved = previous_run(cfg, run_dir)
     distributed.barrier()   # every process has read the folder before the main one writes to it
     if previous is not None and previous.get("status") == "complete":
-        if main:
-            print(f"run {run_dir} is complete: not re-run (give another hydra.run.dir to run it again)")
-            print(format_summary(np.array([[np.nan if v is None else v / 100 for v in row]
-                                           for row in previous["accuracy_matrix"]])))
-        return previous
+        return report_complete(previous, run_dir, distributed.is_main)
+    parts = RunParts(cfg, run_dir, distributed, device, started, previous, saved)
+    build_run(parts)
+    done = resume(parts) if saved is not None else 0
+    results = train_and_evaluate(parts, done)
+    finish(parts, results)
+    return results
+
+
+def report_complete(previous: dict, run_dir: Path, main: bool) -> dict:
+    """A folder whose run is complete is not run again: its matrix is printed, its results returned."""
+    if main:
+        print(f"run {run_dir} is complete: not re-run (give another hydra.run.dir to run it again)")
+        print(format_summary(np.array([[np.nan if v is None else v / 100 for v in row]
+                                       for row in previous["accuracy_matrix"]])))
+    return previous
+
+
+def build_run(parts: RunParts) -> None:
+    """Stage 1: the backbone, the stream drawn by the protocol, the method, the records and the strategy."""
+    cfg = parts.cfg
     seed_everything(cfg.seed)
-    autocast_dtype(device, cfg.precision)  # refuses a precision the device cannot use, before any work
-    backbone = build(cfg, "model")
-    n_views = cfg.train.augmentation_views or cfg.train.epochs
-    views = train_transform(cfg.train.augmentation, backbone, seed=cfg.train.augmentation_seed, n_views=n_views)
-    if views.random and n_views < cfg.train.epochs:
+    autocast_dtype(parts.device, cfg.precision)  # refuses a precision the device cannot use, before any work
+    parts.backbone = build(cfg, "model")
+    parts.n_views = cfg.train.augmentation_views or cfg.train.epochs
+    parts.views = train_transform(cfg.train.augmentation, parts.backbone, seed=cfg.train.augmentation_seed,
+                                  n_views=parts.n_views)
+    if parts.views.random and parts.n_views < cfg.train.epochs:
         log.warning("train.augmentation_views=%d < train.epochs=%d: views are reused (epoch e sees view e mod %d), "
                     "a departure from the recipe's new view every epoch (recorded in results.json)",
-                    n_views, cfg.train.epochs, n_views)
-    stream = build(cfg, "scenario", train_transform=views, eval_transform=backbone.eval_transform)
-    experiment = prepare_experiment(stream, cfg.protocol, backbone, device, run_dir, cfg.eval.batch_size)
-    stream = experiment.stream
-    method = build_method(cfg, backbone, stream, cfg.protocol.ensemble)
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+                    parts.n_views, cfg.train.epochs, parts.n_views)
+    stream = build(cfg, "scenario", train_transform=parts.views, eval_transform=parts.backbone.eval_transform)
+    parts.experiment = prepare_experiment(stream, cfg.protocol, parts.backbone, parts.device, parts.run_dir,
+                                          cfg.eval.batch_size)
+    parts.stream = parts.experiment.stream
+    parts.method = build_method(cfg, parts.backbone, parts.stream, cfg.protocol.ensemble)
+    parts.choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    parts.header = run_header(parts)
+    build_records(parts)
+    build_strategy(parts)
+    parts.storage = {"backbone_bytes": tensor_bytes(parts.backbone.model.state_dict()), "adapted_state_bytes": []}
+    parts.experiences = list(parts.stream.benchmark.train_stream)[:parts.experiment.train_experiences]
+    parts.strategy.checkpoint_every = cfg.train.checkpoint_every
+    parts.strategy.epoch_checkpoint = parts.epoch_checkpoint
+
+
+def run_header(parts: RunParts) -> dict:
+    """results.json's description of the run; refuses a checkpoint computed with other weights."""
+    cfg, backbone, stream, saved = parts.cfg, parts.backbone, parts.stream, parts.saved
     header = {
-        "scenario": choices.get("scenario"),
-        "method": choices.get("method"),
-        "loss": choices.get("loss"),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": cfg.seed,
-        "weights": backbone.identity,
-        "stream": stream.description,
-        "class_names": stream.class_names,
-        "protocol": cfg.eval.protocol,
-        "experiment": experiment.record,
-        "device": str(device),
-        "distributed": {"processes": distributed.world_size, "backend": distributed.backend},
-        "versions": versions(),
-        "overrides": overrides(),
+        "scenario": parts.choices.get("scenario"), "method": parts.choices.get("method"),
+        "loss": parts.choices.get("loss"), "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": cfg.seed, "weights": backbone.identity, "stream": stream.description,
+        "class_names": stream.class_names, "protocol": cfg.eval.protocol, "experiment": parts.experiment.record,
+        "device": str(parts.device),
+        "distributed": {"processes": parts.distributed.world_size, "backend": parts.distributed.backend},
+        "versions": versions(), "overrides": overrides(),
         "process": {"pid": os.getpid(), "host": platform.node(),
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))},
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(parts.started))},
     }
     if saved is not None and saved["weights"] != backbone.identity:
         changed = sorted(k for k in set(saved["weights"]) | set(backbone.identity)
                          if saved["weights"].get(k) != backbone.identity.get(k))
-        raise CheckpointError(f"{run_dir} was run with other weights ({', '.join(changed)} differ: "
+        raise CheckpointError(f"{parts.run_dir} was run with other weights ({', '.join(changed)} differ: "
                               f"{ {k: saved['weights'].get(k) for k in changed} } then, "
                               f"{ {k: backbone.identity.get(k) for k in changed} } now): resuming would mix "
                               "two models. Restore the weights, or give another hydra.run.dir")
     if saved is not None:
-        header["resumed"] = list(previous.get("resumed", [])) + [{"from_experience": saved["experiences_done"] + 1,
-                                                                  "at": header["process"]["started"]}]
+        header["resumed"] = list(parts.previous.get("resumed", [])) + [
+            {"from_experience": saved["experiences_done"] + 1, "at": header["process"]["started"]}]
+    return header
+
+
+def build_records(parts: RunParts) -> None:
+    """The recorder (results.json, CSV, PNG, TensorBoard) and the plugins that fill it."""
+    cfg, saved, previous, distributed = parts.cfg, parts.saved, parts.previous, parts.distributed
     # TensorBoard: a resumed run hides what the interrupted one logged from the last checkpointed row on
-    # (re-logged below); a restart hides everything the dead run logged
+    # (re-logged by resume); a restart hides everything the dead run logged
     purge_step = saved["experiences_done"] if saved is not None else (0 if previous is not None else None)
     epochs_logged = saved["training_log"]["epochs_logged"] if saved is not None else 0
-    recorder = RunRecorder(run_dir, header, purge_step=purge_step,
-                           training_purge_step=epochs_logged + 1 if previous is not None else None, enabled=main)
-    progress = cfg.progress and main
-    matrix_plugin = AccuracyMatrixPlugin(stream.experience_classes, cfg.eval.protocol, progress=progress,
-                                         reduce=distributed.sum if distributed.enabled else None)
-    training_log = TrainingLog(recorder.training_curves.add_scalar, progress=progress, epochs_logged=epochs_logged)
+    parts.recorder = RunRecorder(parts.run_dir, parts.header, purge_step=purge_step,
+                                 training_purge_step=epochs_logged + 1 if previous is not None else None,
+                                 enabled=parts.main)
+    progress = cfg.progress and parts.main
+    reduce = distributed.sum if distributed.enabled else None
+    parts.matrix_plugin = AccuracyMatrixPlugin(parts.stream.experience_classes, cfg.eval.protocol,
+                                               progress=progress, reduce=reduce)
+    parts.training_log = TrainingLog(parts.recorder.training_curves.add_scalar, progress=progress,
+                                     epochs_logged=epochs_logged)
     if saved is not None:
-        training_log.experiences = dict(saved["training_log"]["experiences"])
-    task_plugin = TaskIdentificationPlugin(stream.n_experiences, reduce=distributed.sum if distributed.enabled else None)
-    plugins = [matrix_plugin, task_plugin, training_log, StopSignalPlugin()]
-    ratio_plugin = None
+        parts.training_log.experiences = dict(saved["training_log"]["experiences"])
+    parts.task_plugin = TaskIdentificationPlugin(parts.stream.n_experiences, reduce=reduce)
     if cfg.protocol.grad_norm_ratio:
-        ratio_plugin = GradientNormRatioPlugin(experiment.training_set, experiment.noisy, seed=cfg.seed,
-                                               log_scalar=recorder.tensorboard.add_scalar)
-        plugins.append(ratio_plugin)
-    strategy = PromptStrategy(
-        method=method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
+        parts.ratio_plugin = GradientNormRatioPlugin(parts.experiment.training_set, parts.experiment.noisy,
+                                                     seed=cfg.seed, log_scalar=parts.recorder.tensorboard.add_scalar)
+
+
+def build_strategy(parts: RunParts) -> None:
+    """The Avalanche strategy with its plugins, the compiled text step, the loaders, the batched transforms
+    and the feature cache."""
+    cfg, device, views = parts.cfg, parts.device, parts.views
+    plugins = [parts.matrix_plugin, parts.task_plugin, parts.training_log, StopSignalPlugin()]
+    if parts.ratio_plugin is not None:
+        plugins.append(parts.ratio_plugin)
+    strategy = parts.strategy = PromptStrategy(
+        method=parts.method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
         eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
         optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
-        views=views, train_classes=cfg.train.classes, distributed=distributed, schedule=cfg.train.schedule,
+        views=views, train_classes=cfg.train.classes, distributed=parts.distributed, schedule=cfg.train.schedule,
     )
     compile_on, compile_reason = resolve_compile(cfg.train.compile, device)
     if compile_on:
         strategy.compiled = CompiledTextTower(device, backend=cfg.train.compile_backend)
-    header["compile"] = {"mode": cfg.train.compile, "enabled": compile_on, "reason": compile_reason,
-                         **(strategy.compiled.record() if compile_on else {})}
-    loader_args = loader_arguments(cfg.data.num_workers, device)
-    strategy.image_batches, batch_record = build_image_batches(cfg.data.batch_transforms, dict(stream.splits), device)
-    strategy.features, cache, cache_record = build_features(cfg, method, stream, backbone, strategy, device,
-                                                            loader_args, images=strategy.image_batches,
-                                                            distributed=distributed)
-    header["data_loading"] = {**loader_args, "batch_transforms": batch_record}
-    header["augmentation"] = {"kind": cfg.train.augmentation, "random": views.random,
-                              "seed": views.seed if views.random else None,
-                              "views": n_views if views.random else 1, "epochs": cfg.train.epochs,
-                              "new_view_every_epoch": (not views.random) or n_views >= cfg.train.epochs}
+    parts.header["compile"] = {"mode": cfg.train.compile, "enabled": compile_on, "reason": compile_reason,
+                               **(strategy.compiled.record() if compile_on else {})}
+    parts.loader_args = loader_arguments(cfg.data.num_workers, device)
+    strategy.image_batches, batch_record = build_image_batches(cfg.data.batch_transforms, dict(parts.stream.splits),
+                                                               device)
+    strategy.features, parts.cache, parts.cache_record = build_features(
+        cfg, parts.method, parts.stream, parts.backbone, strategy, device, parts.loader_args,
+        images=strategy.image_batches, distributed=parts.distributed)
+    parts.header["data_loading"] = {**parts.loader_args, "batch_transforms": batch_record}
+    parts.header["augmentation"] = {"kind": cfg.train.augmentation, "random": views.random,
+                                    "seed": views.seed if views.random else None,
+                                    "views": parts.n_views if views.random else 1, "epochs": cfg.train.epochs,
+                                    "new_view_every_epoch": (not views.random) or parts.n_views >= cfg.train.epochs}
+    cache = parts.cache
     log.info("text tower compile %s", compile_reason)
     log.info("transforms %s", batch_record["reason"])
-    log.info("feature cache %s%s", cache_record["reason"], f", {cache.directory}" if cache and cache.directory else "")
-    log.info("%s: %d experiences, %d classes, weights %s", stream.name, stream.n_experiences,
-             len(stream.class_names), backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")
+    log.info("feature cache %s%s", parts.cache_record["reason"], f", {cache.directory}" if cache and cache.directory else "")
+    log.info("%s: %d experiences, %d classes, weights %s", parts.stream.name, parts.stream.n_experiences,
+             len(parts.stream.class_names), parts.backbone.identity.get("pretrained") or "RANDOM (pretrained=null)")
+
+
+def resume(parts: RunParts) -> int:
+    """Stage 2: restore the checkpoint's state and re-log its rows; returns the experiences already done."""
+    done = restore(parts, parts.saved)
+    if done > 0:
+        parts.recorder.log_row(parts.matrix_plugin.matrix, done - 1)
+        parts.task_plugin.log_row(parts.recorder.tensorboard, done - 1)
+        if parts.matrix_plugin.task_confusion:
+            parts.recorder.log_confusion(np.array(parts.matrix_plugin.task_confusion[-1]), done - 1)
+    within = parts.saved.get("within")
+    message = f"resuming {parts.run_dir} from experience {done + 1} of {len(parts.experiences)}" + (
+        f", after its epoch {within['epochs_done']}" if within else "")
+    if parts.main:
+        print(message if done < len(parts.experiences) else f"{message}: every experience is trained, writing results")
+    log.info(message)
+    return done
+
+
+def train_and_evaluate(parts: RunParts, done: int) -> dict:
+    """Stage 3: each experience from ``done`` on: train, save the adapted state, evaluate every task,
+    checkpoint, record. Whatever ends the loop, results.json says how (complete, interrupted, failed) and
+    keeps the finished experiences; returns the final results."""
     status = "running"
-    storage = {"backbone_bytes": tensor_bytes(backbone.model.state_dict()), "adapted_state_bytes": []}
-
-    timing: list[dict] = []
-
-    def extra() -> dict:
-        fields = {"storage": storage, "feature_cache": {**cache_record, **(cache.record() if cache else {})},
-                  "timing": timing, "resources": peak_memory(device),
-                  "task_confusion": matrix_plugin.task_confusion}
-        if task_plugin.record() is not None:   # methods that choose a task's prompts per image
-            fields["task_identification"] = task_plugin.record()
-        if ratio_plugin is not None:
-            fields["grad_norm_ratio"] = ratio_plugin.history
-        if cfg.protocol.base_to_new and not np.isnan(matrix_plugin.matrix[0]).any():
-            fields["metrics"] = {k: 100 * v for k, v in metrics.base_to_new(matrix_plugin.matrix).items()}
-        return fields
-
-    experiences = list(stream.benchmark.train_stream)[:experiment.train_experiences]
-    strategy.checkpoint_every = cfg.train.checkpoint_every
-
-    def epoch_checkpoint(epochs_done: int) -> None:
-        index = strategy.experience.current_experience
-        payload = checkpoint_payload(cfg, backbone, method, index, matrix_plugin, timing, storage, ratio_plugin,
-                                     training_log, task_plugin)
-        payload["within"] = {"experience": index, "epochs_done": epochs_done,
-                             "optimizer": strategy.optimizer.state_dict()}
-        if main:
-            checkpoint.save(run_dir, payload)
-        log.info("experience %d: checkpoint after epoch %d", index + 1, epochs_done)
-    strategy.epoch_checkpoint = epoch_checkpoint
-
-    done = 0
-    if saved is not None:
-        done = restore(saved, method, experiences, matrix_plugin, timing, storage, ratio_plugin, run_dir, strategy,
-                       task_plugin)
-        if done > 0:
-            recorder.log_row(matrix_plugin.matrix, done - 1)
-            task_plugin.log_row(recorder.tensorboard, done - 1)
-            if matrix_plugin.task_confusion:
-                recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), done - 1)
-        within = saved.get("within")
-        message = f"resuming {run_dir} from experience {done + 1} of {len(experiences)}" + (
-            f", after its epoch {within['epochs_done']}" if within else "")
-        if main:
-            print(message if done < len(experiences) else f"{message}: every experience is trained, writing results")
-        log.info(message)
     try:
-        for experience in experiences[done:]:
-            start = time.perf_counter()
-            train_experience(strategy, method, experience, cfg.seed, loader_args)
-            trained = time.perf_counter()
-            storage["adapted_state_bytes"].append(save_adapted_state(
-                method, run_dir, experience.current_experience, storage["backbone_bytes"], write=main))
-            strategy.eval(stream.benchmark.test_stream, **loader_args)
-            timing.append({"experience": experience.current_experience + 1, "train_s": trained - start,
-                           "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset),
-                           **training_log.summary(experience.current_experience)})
-            if main:
-                checkpoint.save(run_dir, checkpoint_payload(cfg, backbone, method, experience.current_experience + 1,
-                                                            matrix_plugin, timing, storage, ratio_plugin, training_log,
-                                                            task_plugin))
-            recorder.log_row(matrix_plugin.matrix, experience.current_experience)
-            task_plugin.log_row(recorder.tensorboard, experience.current_experience)
-            recorder.log_confusion(np.array(matrix_plugin.task_confusion[-1]), experience.current_experience)
-            recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
+        for experience in parts.experiences[done:]:
+            train_and_evaluate_experience(parts, experience, status)
         status = "complete"
     except (KeyboardInterrupt, Interrupted) as stop:
         status = f"interrupted ({signal_name(stop)})"
@@ -535,15 +597,41 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
         status = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        results = recorder.write(matrix_plugin.matrix, status, time.time() - started, extra())
-        recorder.finish(matrix_plugin.matrix, results["metrics"] if cfg.protocol.base_to_new else None,
-                        hparams=key_settings(cfg, choices))
-    if main:
-        print(format_summary(matrix_plugin.matrix))
-        if cfg.protocol.base_to_new:
-            print("base-to-new: " + ", ".join(f"{k} {results['metrics'][k]:.2f}" for k in ("base", "new", "hm")))
-        print(f"results in {run_dir}")
+        results = parts.recorder.write(parts.matrix_plugin.matrix, status, time.time() - parts.started, parts.extra())
+        parts.recorder.finish(parts.matrix_plugin.matrix, results["metrics"] if parts.cfg.protocol.base_to_new else None,
+                              hparams=key_settings(parts.cfg, parts.choices))
     return results
+
+
+def train_and_evaluate_experience(parts: RunParts, experience, status: str) -> None:
+    """One experience: train, save what was learned, evaluate the test stream, checkpoint, write its row."""
+    index = experience.current_experience
+    start = time.perf_counter()
+    train_experience(parts.strategy, parts.method, experience, parts.cfg.seed, parts.loader_args)
+    trained = time.perf_counter()
+    parts.storage["adapted_state_bytes"].append(save_adapted_state(
+        parts.method, parts.run_dir, index, parts.storage["backbone_bytes"], write=parts.main))
+    parts.strategy.eval(parts.stream.benchmark.test_stream, **parts.loader_args)
+    parts.timing.append({"experience": index + 1, "train_s": trained - start,
+                         "eval_s": time.perf_counter() - trained, "train_images": len(experience.dataset),
+                         **parts.training_log.summary(index)})
+    if parts.main:
+        checkpoint.save(parts.run_dir, parts.checkpoint_payload(index + 1))
+    recorder, matrix = parts.recorder, parts.matrix_plugin.matrix
+    recorder.log_row(matrix, index)
+    parts.task_plugin.log_row(recorder.tensorboard, index)
+    recorder.log_confusion(np.array(parts.matrix_plugin.task_confusion[-1]), index)
+    recorder.write(matrix, status, time.time() - parts.started, parts.extra())
+
+
+def finish(parts: RunParts, results: dict) -> None:
+    """Stage 4: the console's summary of a finished run."""
+    if not parts.main:
+        return
+    print(format_summary(parts.matrix_plugin.matrix))
+    if parts.cfg.protocol.base_to_new:
+        print("base-to-new: " + ", ".join(f"{k} {results['metrics'][k]:.2f}" for k in ("base", "new", "hm")))
+    print(f"results in {parts.run_dir}")
 
 
 def signal_name(stop: BaseException) -> str:

@@ -100,58 +100,20 @@ def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbo
               "pseudo_labels": {"selection": options.pseudo_labels.selection},
               "base_to_new": bool(options.base_to_new), "ensemble": int(options.ensemble)}
     template = options.zero_shot_template or stream.description.get("template") or DEFAULT_TEMPLATE
+    zero_shot = ZeroShotScorer(backbone, stream.class_names, template, device, batch_size)
     train = stream.splits["train"]
     true_labels = np.asarray(train.targets, dtype=np.int64)
-    n_classes = len(stream.class_names)
     indices, labels, noisy = np.arange(len(true_labels)), true_labels, None
-    allow_missing = False
-
-    if options.pseudo_labels.selection != "none":
-        log.info("pseudo-labelling %d training images with zero-shot CLIP (%s)", len(true_labels), template)
-        scores = zero_shot_scores(backbone, stream.class_names, train.with_transform(backbone.eval_transform),
-                                  template, device, batch_size)
-        predictions = scores.argmax(axis=1)
-        probabilities = torch.softmax(torch.from_numpy(scores), dim=1).numpy()
-        confidences = probabilities[np.arange(len(predictions)), predictions]
-        per_class = int(options.pseudo_labels.per_class)
-        indices = pseudo_labels.select(options.pseudo_labels.selection, predictions, confidences, per_class,
-                                       int(options.pseudo_labels.seed))
-        labels = predictions[indices]
-        noisy = labels != true_labels[indices]
-        never_predicted = sorted(set(range(n_classes)) - set(labels.tolist()))
-        allow_missing = True
-        record["pseudo_labels"].update(
-            per_class=per_class, seed=int(options.pseudo_labels.seed), template=template,
-            n_selected=int(len(indices)), accuracy=100.0 * float((~noisy).mean()) if len(indices) else None,
-            accuracy_all=100.0 * float((predictions == true_labels).mean()),
-            classes_without_pseudo_labels=never_predicted)
-        if never_predicted:
-            log.warning("%d classes were never predicted by zero-shot CLIP and get no training images: %s",
-                        len(never_predicted), never_predicted[:20])
+    pseudo_labelled = options.pseudo_labels.selection != "none"
+    if pseudo_labelled:
+        indices, labels, noisy = draw_pseudo_labels(options.pseudo_labels, train, true_labels, zero_shot, record)
     elif options.shots:
-        indices = few_shot.sample_per_class(true_labels, n_classes, int(options.shots), int(options.shots_seed))
-        labels = true_labels[indices]
-        short = few_shot.shortfall(true_labels, n_classes, int(options.shots))
-        if short:
-            log.warning("%d classes have fewer than %d training images and keep all they have: %s",
-                        len(short), options.shots, dict(list(short.items())[:10]))
-            record["classes_short_of_shots"] = short
-
+        indices, labels = draw_shots(int(options.shots), int(options.shots_seed), true_labels,
+                                     len(stream.class_names), record)
     if options.noise.kind != "none":
-        scores = None
-        if options.noise.kind == "confusing":
-            subset = RelabeledSubset(train, indices, labels).with_transform(backbone.eval_transform)
-            scores = zero_shot_scores(backbone, stream.class_names, subset, template, device, batch_size)
-            record["noise"]["template"] = template
-        labels, noisy = label_noise.make_noisy(options.noise.kind, labels, n_classes, float(options.noise.rate),
-                                               int(options.noise.seed), scores)
-        record["noise"].update(seed=int(options.noise.seed), realised_rate=float(noisy.mean()),
-                               n_noisy=int(noisy.sum()), n_samples=int(len(labels)))
-        log.info("%s noise: %d of %d labels wrong (%.2f %%)", options.noise.kind, noisy.sum(), len(labels),
-                 100 * noisy.mean())
-
+        labels, noisy = add_label_noise(options.noise, train, indices, labels, zero_shot, record)
     if options.base_to_new:  # only the base classes are trained: the drawn set keeps their samples only
-        base, new = base_and_new_classes(n_classes)
+        base, new = base_and_new_classes(len(stream.class_names))
         keep = np.asarray(labels) < len(base)
         indices, labels = indices[keep], np.asarray(labels)[keep]
         noisy = noisy[keep] if noisy is not None else None
@@ -160,16 +122,8 @@ def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbo
     if len(indices) != len(true_labels) or noisy is not None:
         training_set = RelabeledSubset(train, indices, labels)
         stream = stream.rebuild(train=training_set,
-                                allow_missing_train_classes=allow_missing or options.base_to_new)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "training_set.json", {
-            "about": "the training set of this run: indices into the scenario's train split, the labels "
-                     "trained on, the true labels, and which labels are wrong",
-            "indices": indices.tolist(), "labels": np.asarray(labels).tolist(),
-            "true_labels": true_labels[indices].tolist(),
-            "noisy": (noisy if noisy is not None else np.zeros(len(indices), bool)).tolist()})
-        record["n_train"] = int(len(indices))
-        record["training_set_file"] = "training_set.json"
+                                allow_missing_train_classes=pseudo_labelled or options.base_to_new)
+        write_training_set(run_dir, indices, labels, true_labels, noisy, record)
 
     train_experiences = None
     if options.base_to_new:
@@ -177,4 +131,86 @@ def prepare_experiment(stream: TaskStream, options: DictConfig, backbone: Backbo
         record.update(base_classes=base, new_classes=new)
         train_experiences = 1
     return Experiment(stream, record, train_experiences, training_set, noisy)
+
+
+@dataclass
+class ZeroShotScorer:
+    """Zero-shot CLIP's scores [N, C] of a dataset under the evaluation transform (pseudo-labels, confusing noise)."""
+
+    backbone: Backbone
+    class_names: list
+    template: str
+    device: torch.device
+    batch_size: int
+
+    def __call__(self, dataset) -> np.ndarray:
+        return zero_shot_scores(self.backbone, self.class_names, dataset.with_transform(self.backbone.eval_transform),
+                                self.template, self.device, self.batch_size)
+
+
+def draw_pseudo_labels(options: DictConfig, train, true_labels: np.ndarray, zero_shot: ZeroShotScorer,
+                       record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UPL: zero-shot CLIP labels the training images; ``options.selection`` keeps some per class.
+    Returns (indices, pseudo-labels, which pseudo-labels are wrong)."""
+    log.info("pseudo-labelling %d training images with zero-shot CLIP (%s)", len(true_labels), zero_shot.template)
+    scores = zero_shot(train)
+    predictions = scores.argmax(axis=1)
+    probabilities = torch.softmax(torch.from_numpy(scores), dim=1).numpy()
+    confidences = probabilities[np.arange(len(predictions)), predictions]
+    per_class = int(options.per_class)
+    indices = pseudo_labels.select(options.selection, predictions, confidences, per_class, int(options.seed))
+    labels = predictions[indices]
+    noisy = labels != true_labels[indices]
+    never_predicted = sorted(set(range(len(zero_shot.class_names))) - set(labels.tolist()))
+    record["pseudo_labels"].update(
+        per_class=per_class, seed=int(options.seed), template=zero_shot.template,
+        n_selected=int(len(indices)), accuracy=100.0 * float((~noisy).mean()) if len(indices) else None,
+        accuracy_all=100.0 * float((predictions == true_labels).mean()),
+        classes_without_pseudo_labels=never_predicted)
+    if never_predicted:
+        log.warning("%d classes were never predicted by zero-shot CLIP and get no training images: %s",
+                    len(never_predicted), never_predicted[:20])
+    return indices, labels, noisy
+
+
+def draw_shots(shots: int, seed: int, true_labels: np.ndarray, n_classes: int,
+               record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """K-shot: ``shots`` training images per class drawn with ``seed``; returns (indices, labels)."""
+    indices = few_shot.sample_per_class(true_labels, n_classes, shots, seed)
+    short = few_shot.shortfall(true_labels, n_classes, shots)
+    if short:
+        log.warning("%d classes have fewer than %d training images and keep all they have: %s",
+                    len(short), shots, dict(list(short.items())[:10]))
+        record["classes_short_of_shots"] = short
+    return indices, true_labels[indices]
+
+
+def add_label_noise(options: DictConfig, train, indices: np.ndarray, labels: np.ndarray,
+                    zero_shot: ZeroShotScorer, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric or confusing (zero-shot CLIP's most likely wrong class) noise on the drawn labels;
+    returns (labels, which are wrong)."""
+    scores = None
+    if options.kind == "confusing":
+        scores = zero_shot(RelabeledSubset(train, indices, labels))
+        record["noise"]["template"] = zero_shot.template
+    labels, noisy = label_noise.make_noisy(options.kind, labels, len(zero_shot.class_names), float(options.rate),
+                                           int(options.seed), scores)
+    record["noise"].update(seed=int(options.seed), realised_rate=float(noisy.mean()),
+                           n_noisy=int(noisy.sum()), n_samples=int(len(labels)))
+    log.info("%s noise: %d of %d labels wrong (%.2f %%)", options.kind, noisy.sum(), len(labels), 100 * noisy.mean())
+    return labels, noisy
+
+
+def write_training_set(run_dir: Path, indices: np.ndarray, labels, true_labels: np.ndarray,
+                       noisy: Optional[np.ndarray], record: dict) -> None:
+    """``training_set.json`` in the run folder: what this run trained on."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "training_set.json", {
+        "about": "the training set of this run: indices into the scenario's train split, the labels "
+                 "trained on, the true labels, and which labels are wrong",
+        "indices": indices.tolist(), "labels": np.asarray(labels).tolist(),
+        "true_labels": true_labels[indices].tolist(),
+        "noisy": (noisy if noisy is not None else np.zeros(len(indices), bool)).tolist()})
+    record["n_train"] = int(len(indices))
+    record["training_set_file"] = "training_set.json"
 

@@ -118,6 +118,45 @@ def _build_custom(config: dict, source: str, path: Optional[str]) -> tuple[torch
     return model, tokenizer, image_transform_v2(preprocess, is_train=True), image_transform_v2(preprocess, is_train=False)
 
 
+def _build_registered(arch: str, source: str, value: Optional[str], quick_gelu: Optional[bool],
+                      cache_dir: Optional[str], identity: dict):
+    """An open_clip architecture by name with a tag's, a file's or random weights: (model, tokenizer, train
+    transform, eval transform); records the tag's hub and the QuickGELU choice in ``identity``."""
+    if arch not in open_clip.list_models():
+        raise ConfigValueError(f"model.arch={arch} is not an open_clip architecture. "
+                               f"Known: {', '.join(open_clip.list_models())}")
+    force_quick_gelu = bool(quick_gelu)
+    if source == "tag":
+        tag_cfg = open_clip.get_pretrained_cfg(arch, value)
+        tag_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        if quick_gelu is not None and bool(quick_gelu) != tag_quick_gelu:
+            raise ConfigValueError(
+                f"model.quick_gelu={quick_gelu} but the {arch} '{value}' weights were trained with "
+                f"quick_gelu={tag_quick_gelu}; set model.quick_gelu=null to follow the tag."
+            )
+        force_quick_gelu = tag_quick_gelu
+        identity["hf_hub"] = tag_cfg.get("hf_hub") or None
+    try:
+        with named_weights_file(value if source == "file" else None, arch):
+            model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+                arch, pretrained=value, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir,
+            )  # open_clip loads a file with weights_only=True (its default)
+    except RuntimeError as error:
+        if source != "tag":
+            raise
+        hub = identity.get("hf_hub") or ""
+        raise WeightsUnavailableError(
+            f"could not get the '{value}' weights of {arch}: {error}\n"
+            f"Without internet, download the open_clip checkpoint elsewhere "
+            f"({'Hugging Face hub ' + hub if hub else 'see open_clip.list_pretrained()'}) and pass "
+            f"model.pretrained=/path/to/open_clip_model.safetensors"
+            f"{' model.quick_gelu=true' if force_quick_gelu else ''}."
+        ) from error
+    tokenizer = open_clip.get_tokenizer(arch)
+    identity["quick_gelu"] = force_quick_gelu
+    return model, tokenizer, train_transform, eval_transform
+
+
 def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optional[bool] = None,
                   config: Optional[dict] = None, cache_dir: Optional[str] = None,
                   sha256: Optional[str] = None) -> Backbone:
@@ -143,38 +182,8 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
     if config is not None:
         model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
     else:
-        if arch not in open_clip.list_models():
-            raise ConfigValueError(f"model.arch={arch} is not an open_clip architecture. "
-                                   f"Known: {', '.join(open_clip.list_models())}")
-        force_quick_gelu = bool(quick_gelu)
-        if source == "tag":
-            tag_cfg = open_clip.get_pretrained_cfg(arch, value)
-            tag_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-            if quick_gelu is not None and bool(quick_gelu) != tag_quick_gelu:
-                raise ConfigValueError(
-                    f"model.quick_gelu={quick_gelu} but the {arch} '{value}' weights were trained with "
-                    f"quick_gelu={tag_quick_gelu}; set model.quick_gelu=null to follow the tag."
-                )
-            force_quick_gelu = tag_quick_gelu
-            identity["hf_hub"] = tag_cfg.get("hf_hub") or None
-        try:
-            with named_weights_file(value if source == "file" else None, arch):
-                model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-                    arch, pretrained=value, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir,
-                )  # open_clip loads a file with weights_only=True (its default)
-        except RuntimeError as error:
-            if source != "tag":
-                raise
-            hub = identity.get("hf_hub") or ""
-            raise WeightsUnavailableError(
-                f"could not get the '{value}' weights of {arch}: {error}\n"
-                f"Without internet, download the open_clip checkpoint elsewhere "
-                f"({'Hugging Face hub ' + hub if hub else 'see open_clip.list_pretrained()'}) and pass "
-                f"model.pretrained=/path/to/open_clip_model.safetensors"
-                f"{' model.quick_gelu=true' if force_quick_gelu else ''}."
-            ) from error
-        tokenizer = open_clip.get_tokenizer(arch)
-        identity["quick_gelu"] = force_quick_gelu
+        model, tokenizer, train_transform, eval_transform = _build_registered(arch, source, value, quick_gelu,
+                                                                             cache_dir, identity)
     if source == "tag":
         identity["pretrained"] = value
     elif source == "file":
