@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from clprompt.errors import ConfigValueError
-from clprompt.methods.sprompts import KMeansPlugin, SPrompts, kmeans, kmeans_plus_plus, nearest_task
+from clprompt.methods.sprompts import KMeansPlugin, SPrompts, kmeans, nearest_task
 from clprompt.methods.zeroshot import ZeroShot
 from clprompt.run import run
 from helpers import compose_config
@@ -123,27 +123,34 @@ def test_an_images_logits_are_the_same_alone_and_in_any_batch(tiny_backbone):
         torch.testing.assert_close(shuffled, together, **TOL)
 
 
-def test_kmeans_equals_a_plain_lloyd_from_the_same_start():
+def test_kmeans_is_a_lloyd_fixed_point_at_least_as_good_as_a_plain_lloyd():
     generator = np.random.default_rng(0)
     blobs = np.concatenate([generator.normal(loc, 0.3, size=(40, 8)) for loc in generator.normal(0, 2, size=(5, 8))])
     features = torch.from_numpy(blobs)
-    start = kmeans_plus_plus(features, 5, torch.Generator().manual_seed(7)).numpy()
-    assert all(np.isclose(blobs, c).all(axis=1).any() for c in start)      # the seeds are data points
-    centres = start.copy()
-    assignments = None
-    for _ in range(100):                                                     # Lloyd's, written plainly
-        new = np.array([np.argmin([((x - c) ** 2).sum() for c in centres]) for x in blobs])
-        if assignments is not None and (new == assignments).all():
-            break
-        assignments = new
-        centres = np.array([blobs[assignments == j].mean(0) if (assignments == j).any() else centres[j]
-                            for j in range(5)])
     ours = kmeans(features, 5, seed=7)
-    np.testing.assert_allclose(ours.numpy(), centres, atol=1e-6)
+    assert ours.shape == (5, 8) and ours.dtype == torch.float32
+    centres = ours.double().numpy()
+    nearest = np.array([np.argmin([((x - c) ** 2).sum() for c in centres]) for x in blobs])  # written plainly
+    assert sorted(set(nearest)) == [0, 1, 2, 3, 4]
+    for j in range(5):                                                       # each centre: the mean of its points
+        np.testing.assert_allclose(centres[j], blobs[nearest == j].mean(0), atol=1e-5)
+    inertia = ((blobs - centres[nearest]) ** 2).sum()
+    start = blobs[generator.choice(len(blobs), 5, replace=False)]           # a plain Lloyd's from random points
+    for _ in range(100):
+        assigned = np.array([np.argmin([((x - c) ** 2).sum() for c in start]) for x in blobs])
+        start = np.array([blobs[assigned == j].mean(0) if (assigned == j).any() else start[j] for j in range(5)])
+    assert inertia <= ((blobs - start[assigned]) ** 2).sum() + 1e-6
     assert torch.equal(kmeans(features, 5, seed=7), ours)                   # seeded: the same twice
     few = torch.from_numpy(blobs[:3])                                        # fewer points than centres
     assert {tuple(c) for c in kmeans(few, 5, seed=0).double().numpy().round(5)} == \
         {tuple(p) for p in blobs[:3].round(5)}
+
+
+def test_kmeans_is_scikit_learns_as_the_reference_calls_it():
+    from sklearn.cluster import KMeans
+    features = torch.from_numpy(np.random.default_rng(1).normal(size=(60, 6)))
+    reference = KMeans(n_clusters=5, random_state=0, n_init=10).fit(features.numpy()).cluster_centers_
+    np.testing.assert_array_equal(kmeans(features, 5, seed=0).numpy(), reference.astype(np.float32))
 
 
 @pytest.mark.parametrize("distance", ["l1", "euclidean"])

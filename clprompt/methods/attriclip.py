@@ -5,7 +5,7 @@ task and trained all the way (nothing grows or freezes per task: AttriCLIP is "n
 image with the frozen tower's normalized feature z, the C keys most similar to z select their prompts,
 which, concatenated in the order of decreasing similarity, are the context before every class name:
 
-    [SOT] [P_i1] [P_i2] ... [P_iC] name . [EOT]
+    ``[SOT] [P_i1] [P_i2] ... [P_iC] name . [EOT]``
 
 laid out as the official code does (it tokenizes "x x ... x name." with L * C placeholder words after
 SOT and overwrites their embeddings with the chosen prompts). Logits = logit_scale * cos(z, f_t(prompt of
@@ -21,7 +21,7 @@ Loss (the official code's, classifier/vcop_4.py for CIFAR-100):
           alone: makes the prompts' text features orthogonal (diverse attributes).
 What "prompt m alone" is (``orthogonality_text``): ``reference`` is the official code's, the tokenized
 "x x ... x." (L * C placeholders) with the first L overwritten by P_m, so L * (C - 1) literal "x" words stay
-between P_m and the full stop; ``alone`` is "[SOT] [P_m] . [EOT]".
+between P_m and the full stop; ``alone`` is ``"[SOT] [P_m] . [EOT]"``.
 
 Key matching (``similarity``): ``cosine`` (the paper's description) ranks the keys by cos(z, k_m); ``dot``
 ranks by z . k_m with the keys unnormalized, as the official code does (its L_K normalizes them, its

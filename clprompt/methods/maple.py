@@ -6,7 +6,7 @@ blocks, visual prompts = Linear_i(text prompts of block i) (the coupling functio
 previous block's, as in VPT deep. Trains the text prompts and the coupling maps.
 
 The reference replaces "a photo" of "a photo of a {c}." by the two tokens, so the real input is
-"[p1][p2] of a {c}."; clprompt does the same (configs/method/maple.yaml: init_words "a photo",
+``"[p1][p2] of a {c}."``; clprompt does the same (configs/method/maple.yaml: init_words "a photo",
 words_after "of a"), and tests it.
 """
 

@@ -3,7 +3,7 @@ test time an image takes the prompts of the task owning the K-means centre neare
 
 Per task t (an experience), created when its experience starts (``TaskPrompts.adaptation``):
 - a learned text context of ``context_length`` vectors shared by the task's classes (CoOp's layout): the
-  prompt of class c is [SOT][ctx_t][name_c][.][EOT]; N(0, 0.02), or the word embeddings of ``context_init``;
+  prompt of class c is ``[SOT][ctx_t][name_c][.][EOT]``; N(0, 0.02), or the word embeddings of ``context_init``;
 - ``image_prompt_length`` learned image prompt tokens, concatenated to the class and patch tokens at the
   image tower's input (block 0, through ln_pre with them; ``CLIPAdapter.encode_image_with_prompts`` with
   one prompt set per image), initialised U(-1/sqrt(width), 1/sqrt(width)) as the reference's
@@ -24,9 +24,6 @@ before training it) are scored zero-shot: ``template`` with the names, no prompt
 Departures from the reference code (iamwangyabin/S-Prompts, methods/sprompt.py, models/slinet.py):
 - the reference clusters the training loader's augmented, shuffled batches; clprompt the training images
   under the evaluation transform (the view the test images are matched in);
-- its K-means is scikit-learn's (greedy k-means++ with several trials per centre, ``n_init`` restarts,
-  ``max_iter`` 300, a tolerance on the centres' shift); clprompt's is plain k-means++ from a seeded
-  generator and Lloyd's iterations until the assignments stop changing (at most ``kmeans_iterations``);
 - its domain search covers every trained task (domain-incremental: every task owns every class); clprompt
   searches the trained tasks owning a candidate class and scores zero-shot when none does (a task the
   protocol scores before training it; the reference never scores one).
@@ -37,6 +34,7 @@ task's context, as the reference's per-domain classifiers; only the chosen task'
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from typing import Optional, Sequence
 
@@ -54,59 +52,28 @@ from clprompt.parts.labels import NameLabels
 DISTANCES = ("l1", "euclidean")
 
 
-# ---- K-means: pure functions of a feature matrix and a generator -----------------------------------------
+# ---- K-means: scikit-learn's, as the reference's ---------------------------------------------------------
 
-def kmeans_plus_plus(features: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre uniform among the points, each next
-    one drawn with probability proportional to the squared distance to the nearest centre so far.
-    features [N, d] (CPU) -> centres [k, d]. With fewer distinct points than k, the extra centres are drawn
-    uniformly (duplicates: they change no nearest-centre distance)."""
-    n = features.shape[0]
-    first = int(torch.randint(n, (1,), generator=generator))
-    centres = [features[first]]
-    closest = (features - features[first]).pow(2).sum(1)
-    for _ in range(1, k):
-        total = closest.sum()
-        if total > 0:
-            index = int(torch.multinomial(closest / total, 1, generator=generator))
-        else:
-            index = int(torch.randint(n, (1,), generator=generator))
-        centres.append(features[index])
-        closest = torch.minimum(closest, (features - features[index]).pow(2).sum(1))
-    return torch.stack(centres)
+KMEANS_RESTARTS = 10   # scikit-learn's n_init default when the reference was written (it became 'auto' in 1.4)
 
 
-def squared_distances(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """[N, d] x [k, d] -> [N, k] squared Euclidean distances (|f|^2 - 2 f.c + |c|^2: no [N, k, d] tensor)."""
-    return features.pow(2).sum(1, keepdim=True) - 2 * features @ centres.t() + centres.pow(2).sum(1)[None]
+def kmeans(features: torch.Tensor, k: int, seed: int, max_iterations: int = 300) -> torch.Tensor:
+    """Centres [k, d] (float32) of features [N, d]: scikit-learn's ``KMeans(n_clusters=k, random_state=seed)``
+    (k-means++, Lloyd's, the best of ``KMEANS_RESTARTS`` runs), as the reference's ``clustering()``, fitted on
+    the CPU in float64 (the same centres on every device). With fewer points than ``k`` the points are the
+    centres and the extra ones repeat them (duplicates change no nearest-centre distance)."""
+    from sklearn.cluster import KMeans     # imported when a run clusters, not when clprompt is imported
+    from sklearn.exceptions import ConvergenceWarning
 
-
-def lloyd(features: torch.Tensor, centres: torch.Tensor, max_iterations: int = 100) -> torch.Tensor:
-    """Lloyd's iterations from ``centres`` [k, d]: assign each point to its nearest centre, move each centre
-    to the mean of its points (a centre with none stays), until the assignments stop changing or
-    ``max_iterations`` assignments were made. Returns the centres [k, d]."""
-    centres = centres.clone()
-    k = centres.shape[0]
-    assignments = None
-    for _ in range(max_iterations):
-        new = squared_distances(features, centres).argmin(dim=1)
-        if assignments is not None and torch.equal(new, assignments):
-            break
-        assignments = new
-        sums = torch.zeros_like(centres).index_add_(0, assignments, features)
-        counts = torch.bincount(assignments, minlength=k)
-        centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None].to(sums.dtype), centres)
-    return centres
-
-
-def kmeans(features: torch.Tensor, k: int, seed: int, max_iterations: int = 100) -> torch.Tensor:
-    """Seeded K-means of features [N, d]: k-means++ from ``torch.Generator().manual_seed(seed)``, then Lloyd's.
-    Computed on the CPU in float64 (the same centres on every device); returns float32 centres [k, d]."""
     if features.shape[0] == 0:
         raise ClpromptError("S-Prompts' K-means got no training images for this experience: the experience is empty")
-    points = features.detach().to("cpu", torch.float64)
-    generator = torch.Generator().manual_seed(int(seed))
-    return lloyd(points, kmeans_plus_plus(points, k, generator), max_iterations).float()
+    points = features.detach().to("cpu", torch.float64).numpy()
+    fitted = min(int(k), len(points))
+    model = KMeans(n_clusters=fitted, random_state=int(seed), n_init=KMEANS_RESTARTS, max_iter=int(max_iterations))
+    with warnings.catch_warnings():        # fewer distinct points than centres: duplicates, as documented
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        centres = torch.from_numpy(model.fit(points).cluster_centers_)
+    return centres[torch.arange(int(k)) % fitted].float()
 
 
 def nearest_task(query: torch.Tensor, centroids: torch.Tensor, distance: str = "l1") -> torch.Tensor:
@@ -203,7 +170,7 @@ class TaskPrompts(DynamicModule):
 
 
 class ContextSlots(torch.nn.Module):
-    """The text layout of S-Prompts' prompts, [ctx x length][label][suffix], for ``PromptTuning``'s layout
+    """The text layout of S-Prompts' prompts, ``[ctx x length][label][suffix]``, for ``PromptTuning``'s layout
     builder; the vectors are the tasks' (``TaskPrompts.contexts``), written per (task, class) row."""
 
     def __init__(self, tasks: TaskPrompts, suffix: str = "."):
@@ -244,14 +211,14 @@ class SPrompts(PromptTuning):
     context_length: learned text context vectors per task (ignored when context_init gives the words);
     context_init: words whose embeddings start each task's context (None: N(0, 0.02));
     image_prompt_length: image prompt tokens per task, at the image tower's input;
-    clusters: K of the K-means per task; kmeans_seed: its generator's seed; kmeans_iterations: at most
-    this many Lloyd assignments; distance: l1 (the reference's) or euclidean, between an image's frozen
+    clusters: K of the K-means per task; kmeans_seed: scikit-learn's ``random_state``; kmeans_iterations: its
+    ``max_iter``; distance: l1 (the reference's) or euclidean, between an image's frozen
     feature and the centres; template: the zero-shot prompt of classes no trained task owns.
     """
 
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context_length: int = 16,
                  context_init: Optional[str] = None, image_prompt_length: int = 10, clusters: int = 5,
-                 kmeans_seed: int = 0, kmeans_iterations: int = 100, distance: str = "l1",
+                 kmeans_seed: int = 0, kmeans_iterations: int = 300, distance: str = "l1",
                  template: str = "a photo of a {}."):
         check_options(context_length, image_prompt_length, clusters, kmeans_iterations, distance, template)
         tasks = TaskPrompts(context_length, context_init, image_prompt_length, clusters)
