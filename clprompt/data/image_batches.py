@@ -323,8 +323,9 @@ def build_image_batches(mode: str, splits: dict, device: torch.device) -> tuple[
 
     auto: on when every split holds decoded images, every transform has a batched equivalent and the first
     images come out equal to the per-image path's; on CUDA always, on CPU for outputs of at most 64 px
-    (``bench/transform_speed.py``: at 32 px the batches run 2.6 times as fast as PIL on 2 cores, at 224 px
-    4 times as slow, their float64 passes over the large output costing more than PIL's integer ones).
+    (``bench/transform_speed.py``, docs/performance.md: on the CPU at 32 px the batches run 1.4-2.2 times as
+    fast as PIL, at 224 px 0.44-0.68 times, their float64 passes over the large output costing more than PIL's
+    integer ones).
     on: the same checks on any device and size, refused with the reason; off: the per-image path.
     """
     if mode not in MODES:
