@@ -3,7 +3,10 @@
 # continual-learning prompt methods L2P, DualPrompt, CODA-Prompt, S-Prompts, AttriCLIP) on split_shapes_palette (10 class-incremental
 # experiences of the palette-shifted world) and shapes_sequence (palette, fine, novel: three tasks with
 # their own label spaces), scored class-incrementally and task-incrementally, each method's own recipe
-# (its config's epochs and optimiser; MaPLe's depth is the mini-CLIP's 3 text blocks), seeds 1-3.
+# (its config's epochs and optimiser), seeds 1-3. The prompted blocks are given for the mini-CLIP's own towers, as
+# the published table ran them (MaPLe: all 3 text blocks; DualPrompt: g [0, 1], e [2, 3]; CODA-Prompt: blocks 0-3;
+# AttriCLIP: prompt_length 8): the methods' defaults, the papers' blocks scaled to the tower (g [0], e [1]; [0, 1];
+# depth 2; prompt_length fitted: 8), would run other models (docs/methods/index.md, "Blocks").
 # Departure, for time on 2 CPU cores: train.augmentation=none (each training image as it is, so the
 # frozen-image methods train on cached features; the main command does the same).
 #   bash bench/continual_table.sh [SEEDS]        # SEEDS default 1,2,3; e.g. 1 for a first look
@@ -32,10 +35,10 @@ timed python -m clprompt.run -m $COMMON scenario=split_shapes_palette method=lam
 for scenario in split_shapes_palette shapes_sequence; do  # last: batch 1 and a text forward per test image
   timed python -m clprompt.run -m $COMMON scenario=$scenario method=cocoop hydra.sweep.dir=$OUT/$scenario/cocoop
 done
-# the continual-learning prompt methods (their own recipes; the mini-CLIP's image tower has 4 blocks, 0-3)
+# the continual-learning prompt methods (their own recipes; the blocks of the mini-CLIP's 4-block image tower, as given)
 for scenario in split_shapes_palette shapes_sequence; do
   timed python -m clprompt.run -m $COMMON scenario=$scenario method=l2p hydra.sweep.dir=$OUT/$scenario/l2p
-  timed python -m clprompt.run -m $COMMON scenario=$scenario method=dualprompt 'method.e_layers=[2,3]' \
+  timed python -m clprompt.run -m $COMMON scenario=$scenario method=dualprompt 'method.g_layers=[0,1]' 'method.e_layers=[2,3]' \
     hydra.sweep.dir=$OUT/$scenario/dualprompt
   timed python -m clprompt.run -m $COMMON scenario=$scenario method=coda_prompt 'method.layers=[0,1,2,3]' \
     hydra.sweep.dir=$OUT/$scenario/coda_prompt

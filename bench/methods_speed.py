@@ -39,13 +39,7 @@ def measure(args, method_name: str, queue) -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     backbone = instantiate(cfg.model)
-    if method_name.startswith("maple"):
-        cfg.method.depth = min(cfg.method.depth, len(backbone.model.transformer.resblocks),
-                               len(backbone.model.visual.transformer.resblocks))
-    depth = len(backbone.model.visual.transformer.resblocks)
-    for key in ("g_layers", "e_layers", "layers"):   # prefix blocks beyond a small tower: its last block
-        if key in cfg.method:
-            cfg.method[key] = [layer for layer in cfg.method[key] if layer < depth] or [depth - 1]
+    # the methods scale the papers' block lists and depths to the tower themselves (clprompt/parts/blocks.py)
     names = [f"class {i}" for i in range(args.classes)]
     method = instantiate(cfg.method, backbone=backbone, class_names=names,
                          **scenario_templates(cfg, {})).to(device)

@@ -224,8 +224,9 @@ def test_dualprompt_with_zero_length_prompts_is_zero_shot(tiny_backbone):
 
 
 def test_dualprompt_refuses_blocks_the_tower_does_not_have(tiny_backbone):
+    # a given list is the tower's own blocks (the defaults, null lists, are the paper's scaled: test_method_defaults.py)
     with pytest.raises(ConfigValueError, match=r"method.e_layers=\[2, 3, 4\]: distinct block indices in 0..1"):
-        DualPrompt(tiny_backbone, NAMES)
+        DualPrompt(tiny_backbone, NAMES, e_layers=[2, 3, 4])
 
 
 # ----- CODA-Prompt -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ selection does not).
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -38,6 +39,8 @@ import torch.nn.functional as F
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError, UnsupportedBackboneError
 from clprompt.methods.base import PromptMethod
+
+log = logging.getLogger(__name__)
 
 SIMILARITIES = ("cosine", "dot")
 ORTHOGONALITY_TEXTS = ("reference", "alone")
@@ -48,15 +51,27 @@ class AttriCLIP(PromptMethod):
 
     keys: [bank_size, embed_dim]; prompts: [bank_size, prompt_length, text width]; both N(0, init_std^2),
     the official init (std 0.02). top_c: prompts per image (0: the context is empty, the prompt is "name.").
+    prompt_length: as given (refused if L x top_c does not fit the text context beside the longest class name);
+    null: ``paper_prompt_length`` (the official 12) where it fits, else the longest that fits
+    (``fitted_prompt_length``: 9 on the mini-CLIP's 32 tokens with names of up to 2 tokens, 12 on CLIP's 77).
     """
 
-    def __init__(self, backbone: Backbone, class_names: Sequence[str], bank_size: int = 10, prompt_length: int = 12,
-                 top_c: int = 3, key_weight: float = 0.7, orthogonality_weight: float = 0.3,
-                 similarity: str = "cosine", orthogonality_text: str = "reference", init_std: float = 0.02,
-                 prompts_per_pass: int = 8192):
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], bank_size: int = 10,
+                 prompt_length: Optional[int] = None, top_c: int = 3, key_weight: float = 0.7,
+                 orthogonality_weight: float = 0.3, similarity: str = "cosine", orthogonality_text: str = "reference",
+                 init_std: float = 0.02, prompts_per_pass: int = 8192, paper_prompt_length: int = 12):
         super().__init__(backbone, class_names)
-        self._check_options(bank_size, prompt_length, top_c, key_weight, orthogonality_weight, similarity,
-                            orthogonality_text, init_std, prompts_per_pass)
+        if prompt_length is None and (not isinstance(paper_prompt_length, int) or isinstance(paper_prompt_length, bool)
+                                      or paper_prompt_length < 1):
+            raise ConfigValueError(f"method.paper_prompt_length={paper_prompt_length!r}: give an integer >= 1")
+        self._check_options(bank_size, paper_prompt_length if prompt_length is None else prompt_length, top_c,
+                            key_weight, orthogonality_weight, similarity, orthogonality_text, init_std,
+                            prompts_per_pass)
+        if prompt_length is None:
+            prompt_length = self.fitted_prompt_length(paper_prompt_length, top_c)
+            self.fitted_from = paper_prompt_length
+        else:
+            self.fitted_from = None
         self.bank_size, self.prompt_length, self.top_c = bank_size, prompt_length, top_c
         self.key_weight, self.orthogonality_weight = float(key_weight), float(orthogonality_weight)
         self.similarity, self.orthogonality_text = similarity, orthogonality_text
@@ -70,6 +85,24 @@ class AttriCLIP(PromptMethod):
         self.last_selection: Optional[torch.Tensor] = None   # [B, top_c] of the last forward
         self.last_terms: dict = {}
         self._selection_cache: dict = {}   # evaluation: (candidates, selection) -> [K, D] text features
+
+    def fitted_prompt_length(self, paper: int, top_c: int) -> int:
+        """The paper's prompt length, or the longest that fits where it does not: L x top_c context tokens beside
+        the stream's longest class name, "[SOT] <L x top_c> name . [EOT]" within the text context (L + 3 tokens
+        for the prompt alone when top_c is 0). Logs one line when it is shorter than the paper's. Where not even
+        one token fits, the paper's (refused by ``_build_layouts``, which says what to lower)."""
+        limit, full_stop = self.clip.context_length, len(self.tokenizer.encode("."))
+        longest = max(len(self.tokenizer.encode(name)) for name in self.class_names)
+        room = (limit - 2 - longest - full_stop) // top_c if top_c else limit - 2 - full_stop
+        if room >= paper or room < 1:
+            return paper
+        log.info("AttriCLIP: the paper's prompt_length %d x top_c %d does not fit the text context of %d tokens beside "
+                 "the longest class name (%d token(s)): prompt_length %d", paper, top_c, limit, longest, room)
+        return room
+
+    def resolved_options(self) -> dict:
+        return {"prompt_length": self.prompt_length, "context_length": self.clip.context_length,
+                "fitted_from": self.fitted_from}
 
     @staticmethod
     def _check_options(bank_size, prompt_length, top_c, key_weight, orthogonality_weight, similarity,

@@ -70,6 +70,13 @@ class PromptMethod(torch.nn.Module):
         """Avalanche plugins this method brings to the strategy (none by default)."""
         return []
 
+    def resolved_options(self) -> dict:
+        """The options whose values the backbone decided, as used (option -> value): the prompted blocks scaled
+        from the paper's (DualPrompt, CODA-Prompt, MaPLe: clprompt.parts.blocks), the prompt length fitted to the
+        text context (AttriCLIP), with the tower sizes and the values they came from. Empty when no option
+        depends on the backbone. For results.json and the run's log."""
+        return {}
+
     def set_candidate_classes(self, class_ids: Sequence[int]) -> None:
         ids = sorted(int(c) for c in class_ids)
         if not ids or ids[0] < 0 or ids[-1] >= self.n_classes:

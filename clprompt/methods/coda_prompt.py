@@ -1,7 +1,9 @@
 """CODA-Prompt (Smith et al., CVPR 2023) on CLIP's image tower: a prompt assembled per image from
 components weighted by attention, as prefixes of the attention.
 
-Per prompted block l (``layers``, default 0-4, the reference's ``e_layers``): components P [M, L, width],
+Per prompted block l (``layers``; by default, null, the reference's ``e_layers`` 0-4 of ViT-B's 12 blocks in
+``paper_blocks``, scaled to the run's image tower by clprompt.parts.blocks' rule: the first 5/12 of it, [0, 1]
+on 4 blocks, [0] on 2; a given list is the tower's own blocks, as given): components P [M, L, width],
 keys K [M, d] and attention vectors A [M, d]. For an image with query q (the frozen tower's feature):
 alpha_m = cos(q * A_m, K_m) (elementwise product, then cosine), prompt = sum_m alpha_m P_m [L, width];
 its first L/2 tokens are the block's prefix keys, the last L/2 its prefix values (L 8: 4 and 4).
@@ -21,6 +23,7 @@ reference sizes the pool as 100 and slices it per task); the classifier is CLIP'
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Sequence
 
 import torch
@@ -29,8 +32,11 @@ from avalanche.models.dynamic_modules import DynamicModule
 
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
-from clprompt.methods.dualprompt import check_layers
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
+from clprompt.parts.blocks import resolve_block_lists
+
+# the reference's e_layers on ViT-B's 12 blocks
+PAPER_BLOCKS = MappingProxyType({"of": 12, "layers": (0, 1, 2, 3, 4)})
 
 
 def orthonormal_extension(previous: torch.Tensor, count: int, generator=None) -> torch.Tensor:
@@ -103,10 +109,12 @@ def ortho_penalty(rows: torch.Tensor) -> torch.Tensor:
 
 class CODAPrompt(KeyedPromptMethod):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], components_per_task: int = 10,
-                 length: int = 8, layers=(0, 1, 2, 3, 4), ortho_weight: float = 0.0, classifier: str = "text",
-                 context=None, labels=None):
+                 length: int = 8, layers=None, ortho_weight: float = 0.0, classifier: str = "text",
+                 context=None, labels=None, paper_blocks=PAPER_BLOCKS):
         super().__init__(backbone, class_names, context, labels, classifier)
-        self.layers = check_layers("layers", layers, self.clip.image_layers)
+        used, self.scaled_from = resolve_block_lists("CODA-Prompt", {"layers": layers}, paper_blocks,
+                                                     self.clip.image_layers)
+        self.layers = used["layers"]
         if not isinstance(length, int) or length < 0 or length % 2:
             raise ConfigValueError(f"method.length={length!r}: an even integer >= 0 (half prefix keys, half values)")
         if not isinstance(components_per_task, int) or components_per_task < 0:
@@ -140,3 +148,6 @@ class CODAPrompt(KeyedPromptMethod):
         if self.training and self.ortho_weight:
             terms["coda_ortho"] = self.ortho_weight * ortho
         return [], prefixes, terms
+
+    def resolved_options(self) -> dict:
+        return {"layers": list(self.layers), "image_blocks": self.clip.image_layers, "scaled_from": self.scaled_from}

@@ -1,11 +1,14 @@
 """DualPrompt (Wang et al., ECCV 2022) on CLIP's image tower: a general prompt and expert prompts, as
 prefixes of the attention.
 
-G-prompt: shared by all tasks, in the first blocks (``g_layers``, default 0 and 1), ``g_length`` (5)
-prefix keys and as many prefix values per block; it keeps training through the stream. E-prompts: one
-per task, with a key, in the following blocks (``e_layers``, default 2, 3, 4), ``e_length`` (5) prefix
-keys and values per block. Prefix tuning (``CLIPAdapter.prefix_block``): the prompts are concatenated to
-the attention's keys and values after the in-projection, as the reference code does.
+G-prompt: shared by all tasks, in the first blocks (``g_layers``), ``g_length`` (5) prefix keys and as
+many prefix values per block; it keeps training through the stream. E-prompts: one per task, with a key,
+in the following blocks (``e_layers``), ``e_length`` (5) prefix keys and values per block. The blocks: by
+default (``g_layers`` and ``e_layers`` null) the reference's 0-1 and 2-4 of ViT-B's 12 (``paper_blocks``),
+scaled to the run's image tower together (clprompt.parts.blocks: [0] and [1] on 4 blocks or 2, unchanged on
+12); a given list is the tower's own blocks, as given. ``resolved_options()`` says which were used. Prefix
+tuning (``CLIPAdapter.prefix_block``): the prompts are concatenated to the attention's keys and values after
+the in-projection, as the reference code does.
 
 Training uses the true task's E-prompt for every image (the reference's ``use_prompt_mask``) and pulls its
 key toward the query: pull_weight * mean over the batch of (1 - cos(q, k_t)) (the reference subtracts
@@ -24,6 +27,7 @@ class and patch tokens' in-projection exactly as there, but CLIP's attention has
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Sequence
 
 import torch
@@ -32,16 +36,11 @@ from avalanche.models.dynamic_modules import DynamicModule
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
+from clprompt.parts.blocks import resolve_block_lists
 from clprompt.parts.prompt_pool import cosine, uniform_
 
-
-def check_layers(name: str, layers, depth: int) -> list[int]:
-    layers = [int(layer) for layer in (layers or [])]
-    if any(not 0 <= layer < depth for layer in layers) or len(set(layers)) != len(layers):
-        fitting = sorted({layer for layer in layers if 0 <= layer < depth}) or [depth - 1]
-        raise ConfigValueError(f"method.{name}={layers}: distinct block indices in 0..{depth - 1} (this image tower has "
-                               f"{depth} blocks; the papers' ViT-B has 12), e.g. method.{name}=[{','.join(map(str, fitting))}]")
-    return layers
+# the reference's cifar100_dualprompt on ViT-B's 12 blocks: g_prompt_layer_idx [0, 1], e_prompt_layer_idx [2, 3, 4]
+PAPER_BLOCKS = MappingProxyType({"of": 12, "g_layers": (0, 1), "e_layers": (2, 3, 4)})
 
 
 class ExpertPrompts(DynamicModule):
@@ -69,13 +68,14 @@ class ExpertPrompts(DynamicModule):
 
 
 class DualPrompt(KeyedPromptMethod):
-    def __init__(self, backbone: Backbone, class_names: Sequence[str], g_length: int = 5, g_layers=(0, 1),
-                 e_length: int = 5, e_layers=(2, 3, 4), pull_weight: float = 1.0, freeze_old: bool = True,
-                 classifier: str = "text", context=None, labels=None):
+    def __init__(self, backbone: Backbone, class_names: Sequence[str], g_length: int = 5, g_layers=None,
+                 e_length: int = 5, e_layers=None, pull_weight: float = 1.0, freeze_old: bool = True,
+                 classifier: str = "text", context=None, labels=None, paper_blocks=PAPER_BLOCKS):
         super().__init__(backbone, class_names, context, labels, classifier)
         depth, width = self.clip.image_layers, self.clip.image_width
-        self.g_layers = check_layers("g_layers", g_layers, depth)
-        self.e_layers = check_layers("e_layers", e_layers, depth)
+        used, self.scaled_from = resolve_block_lists("DualPrompt", {"g_layers": g_layers, "e_layers": e_layers},
+                                                     paper_blocks, depth)
+        self.g_layers, self.e_layers = used["g_layers"], used["e_layers"]
         for name, value in (("g_length", g_length), ("e_length", e_length)):
             if not isinstance(value, int) or value < 0:
                 raise ConfigValueError(f"method.{name}={value!r}: give an integer >= 0 (prefix tokens per block)")
@@ -121,3 +121,7 @@ class DualPrompt(KeyedPromptMethod):
                 key = self.experts.keys[self.tasks.current]
                 terms["dualprompt_pull"] = self.pull_weight * (1 - cosine(query, key[None])[:, 0]).mean()
         return [], prefixes, terms
+
+    def resolved_options(self) -> dict:
+        return {"g_layers": list(self.g_layers), "e_layers": list(self.e_layers),
+                "image_blocks": self.clip.image_layers, "scaled_from": self.scaled_from}

@@ -58,6 +58,9 @@ class Ensemble(PromptMethod):
     def plugins(self) -> list:
         return [plugin for member in self.members for plugin in member.plugins()]
 
+    def resolved_options(self) -> dict:
+        return self.members[0].resolved_options()   # every member is built from one config on one backbone
+
     def set_candidate_classes(self, class_ids: Sequence[int]) -> None:
         super().set_candidate_classes(class_ids)
         for member in self.members:

@@ -1,5 +1,10 @@
 """MaPLe (Khattak et al. 2023): deep text prompts coupled to deep visual prompts.
 
+Depth J (``depth``): by default (null) the paper's 9 of ViT-B/16's 12 blocks (``paper_blocks``), scaled to
+the smaller tower of the run's backbone by clprompt.parts.blocks' rule, max(1, round(9 n / 12)) with halves up:
+the first 3/4 of it (2 of the mini-CLIP's 3 text blocks, 2 of the tiny CLIP's 2; 9 on ViT-B); a given depth is
+the towers' own, as given (at most the smaller tower's blocks). ``resolved_options()`` says which was used.
+
 Text: the shared context (2 tokens, from "a photo") feeds block 0; blocks 1..depth-1 each get their own
 learned tokens, N(0, 0.02), replacing the previous block's prompt outputs. Vision: for each of those
 blocks, visual prompts = Linear_i(text prompts of block i) (the coupling functions), replacing the
@@ -12,6 +17,7 @@ words_after "of a"), and tests it.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Optional, Sequence
 
 import torch
@@ -21,25 +27,32 @@ from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.parts.context import LearnedContext
+from clprompt.parts.blocks import resolve_depth
 from clprompt.parts.labels import NameLabels
+
+# the paper's J = 9 prompted blocks of ViT-B/16's 12 (in each tower)
+PAPER_BLOCKS = MappingProxyType({"of": 12, "depth": 9})
 
 
 class MaPLe(PromptTuning):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context: LearnedContext,
-                 labels=None, depth: int = 9, alignment=None):
+                 labels=None, depth: Optional[int] = None, alignment=None, paper_blocks=PAPER_BLOCKS):
         if context.class_specific:
             raise ConfigValueError("MaPLe couples one shared context to the image tower: class_specific must be false")
         super().__init__(backbone, class_names, context, labels if labels is not None else NameLabels(),
                          alignment=alignment)
         self.clip.require_vit("MaPLe")
         text_layers = len(self.clip.clip.transformer.resblocks)
-        if not 1 <= depth <= min(text_layers, self.clip.image_layers):
-            raise ConfigValueError(f"method.depth={depth}: between 1 and {min(text_layers, self.clip.image_layers)} "
-                                   "(the blocks of the smaller tower)")
+        depth, self.scaled_from = resolve_depth("MaPLe", depth, paper_blocks, min(text_layers, self.clip.image_layers),
+                                                "smaller tower")
         text_width = self.clip.clip.token_embedding.weight.shape[1]
         self.depth = depth
         self.deep_text = torch.nn.Parameter(torch.randn(depth - 1, context.length, text_width) * 0.02)
         self.coupling = torch.nn.ModuleList(torch.nn.Linear(text_width, self.clip.image_width) for _ in range(depth))
+
+    def resolved_options(self) -> dict:
+        return {"depth": self.depth, "text_blocks": len(self.clip.clip.transformer.resblocks),
+                "image_blocks": self.clip.image_layers, "scaled_from": self.scaled_from}
 
     def text_prompts(self) -> list[torch.Tensor]:
         """The text prompts of blocks 0..depth-1: [context.length, text width] each."""
