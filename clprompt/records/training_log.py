@@ -26,6 +26,16 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 REFRESH_STEPS = 25
 
+# TensorBoard tags (in tensorboard/train, step = epochs trained in the run)
+LOSS_TAG = "train/loss"
+TERM_TAG = "train/{}"                   # each term of the loss: ce or gce, LAMM's lamm_wc, lamm_cos, lamm_kd
+ACCURACY_TAG = "train/accuracy"
+LR_TAG = "train/lr"
+SECONDS_TAG = "train/epoch_seconds"
+# the loss and its terms: every train/ tag but the accuracy, the learning rate and the seconds (a regex for
+# the custom-scalars layout, clprompt.records.outputs.custom_scalars_layout)
+LOSS_TAGS_REGEX = r"train/(?!(?:accuracy|lr|epoch_seconds)$)[^/]+$"
+
 
 class TrainingLog(SupervisedPlugin):
     def __init__(self, log_scalar, progress: bool = True, epochs_logged: int = 0):
@@ -79,10 +89,10 @@ class TrainingLog(SupervisedPlugin):
         self.epochs_logged += 1
         step = self.epochs_logged
         for name, value in values.items():
-            self.log_scalar("train/loss" if name == "loss" else f"train/{name}", value, step)
-        self.log_scalar("train/accuracy", accuracy, step)
-        self.log_scalar("train/lr", lr, step)
-        self.log_scalar("train/epoch_seconds", seconds, step)
+            self.log_scalar(LOSS_TAG if name == "loss" else TERM_TAG.format(name), value, step)
+        self.log_scalar(ACCURACY_TAG, accuracy, step)
+        self.log_scalar(LR_TAG, lr, step)
+        self.log_scalar(SECONDS_TAG, seconds, step)
         index = strategy.experience.current_experience
         record = self.experiences[index]
         record.update(epochs=record["epochs"] + 1, final_train_loss=values.get("loss"),
