@@ -30,7 +30,7 @@ def measure(args, method_name: str, queue) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from clprompt.run import scenario_templates
+    from clprompt.stages import scenario_templates
     from clprompt.training.strategy import autocast_dtype
 
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ def build(model: str, method_name: str, classes: int, device):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from clprompt.run import scenario_templates
+    from clprompt.stages import scenario_templates
 
     torch.manual_seed(0)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

@@ -1,8 +1,13 @@
 """clprompt: continual-learning simulation of prompt tuning for frozen CLIP models."""
 
+import warnings
 from pathlib import Path
 
 __version__ = "0.1.0"
+
+# Avalanche imports qpsolvers for GEM, which warns on import when no QP solver is installed; clprompt never
+# solves a QP (no GEM), so the warning would only alarm users.
+warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
 
 
 def config_dir() -> str:

@@ -6,7 +6,7 @@ its own hint suggests for a typo) without complaint; both would surface later as
 all. ``check_config`` refuses them with the key, the value and what is allowed. The rules cover the
 run's own groups (top level, ``data``, ``eval``, ``train``, ``cache``, ``protocol``); the scenario, method
 and model groups are the keyword arguments of their ``_target_``, checked when they are built (an unknown
-one is named there, see ``clprompt.run.build``), and ``train.optimizer`` is any optimizer's partial.
+one is named there, see ``clprompt.stages.build``), and ``train.optimizer`` is any optimizer's partial.
 """
 
 from __future__ import annotations
@@ -146,6 +146,24 @@ def check_config(cfg: DictConfig) -> None:
     if values.get("train.checkpoint_every") and values.get("protocol.ensemble", 1) > 1:
         raise ConfigValueError("train.checkpoint_every with an ensemble (protocol.ensemble > 1) is not supported: its "
                                "members train one after another inside an experience; use train.checkpoint_every=0")
+
+
+def unknown_override(arguments: list[str]):
+    """The first command-line override ``key=value`` whose key is not a setting of clprompt, as a message with
+    the closest setting (Hydra would answer only "Key ... is not in struct"); None when every key is known.
+    Keys under the open groups (``method.*``, ``scenario.*``, ...) are the targets' options, checked when
+    they are built; ``+key=`` / ``~key`` / ``hydra.*`` and group choices (``train/optimizer=``) are Hydra's."""
+    for argument in arguments:
+        key = argument.split("=", 1)[0]
+        if "=" not in argument or argument.startswith(("-", "+", "~", "hydra.", "hydra/")) or "/" in key:
+            continue
+        if key in RULES or key in TOP_LEVEL or key in ("resume",) or any(under(key, [f"{g}."]) for g in OPEN_GROUPS):
+            continue
+        close = difflib.get_close_matches(key, sorted(RULES), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        return (f"{argument}: {key} is not a setting of clprompt.{hint} The settings and their defaults are in "
+                "configs/config.yaml (python -m clprompt.run --cfg job lists them; --help the groups)")
+    return None
 
 
 def check_optimizer_keys(values: dict) -> None:

@@ -29,7 +29,7 @@ from clprompt import config_dir
 from clprompt.model.backbone import load_backbone, sha256_of_file
 from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.methods.zeroshot import ZeroShot
-from clprompt.run import resolve_device, seed_everything
+from clprompt.stages import resolve_device, seed_everything
 from scenarios.sandbox.pretraining import CaptionedScenes
 from scenarios.sandbox.tasks import colour_shape_task, render_split
 from scenarios.sandbox.world import caption_matches
@@ -119,7 +119,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict:
                                          persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     history = []
-    bar = tqdm(loader, total=cfg.steps, desc="pretraining", unit="step")
+    bar = tqdm(loader, total=cfg.steps, desc="pretraining", unit="step", disable=None)   # no bar without a terminal
     for step, (images, tokens, named, attributes) in enumerate(bar):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup_steps)

@@ -11,6 +11,7 @@ to Hydra, which also finishes the sweep's jobs before it raises.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -22,9 +23,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from scenarios.atomic_write import write_json_atomic
 
+log = logging.getLogger("clprompt")
+
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def fail(cfg: DictConfig, run_dir: Path, error: BaseException):
+    """A run stopped by a user error (a bad setting, a missing dataset): the message on stderr and in the
+    log; in a sweep the failure is recorded and the sweep goes on (``SweepSummary`` counts it at its end),
+    else the process exits with status 1."""
+    log.error("%s", error)
+    print(f"error: {error}", file=sys.stderr)
+    if in_multirun():
+        record_failure(cfg, run_dir, error)
+        return {"status": "failed", "error": str(error)}
+    sys.exit(1)
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:

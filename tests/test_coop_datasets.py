@@ -401,13 +401,14 @@ def test_a_damaged_image_file_is_named(tmp_path, content):
 
 def test_a_read_only_run_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     import clprompt.run
+    import clprompt.stages
     from clprompt.errors import ConfigValueError
 
     folder = tmp_path / "run"
     folder.mkdir()
     folder.chmod(0o500)   # root may still write there: the check asks os.access, made to answer as for a user
     real_access = os.access
-    monkeypatch.setattr(clprompt.run.os, "access",
+    monkeypatch.setattr(clprompt.stages.os, "access",
                         lambda path, mode: False if str(path) == str(folder) else real_access(path, mode))
     try:
         with pytest.raises(ConfigValueError, match="run folder .* is not writable"):

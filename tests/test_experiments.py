@@ -188,7 +188,7 @@ def test_robust_upl_run_uses_gce_and_an_ensemble(tmp_path):
 
 
 def test_zero_shot_and_the_probe_take_the_scenarios_own_template():
-    from clprompt.run import scenario_templates
+    from clprompt.stages import scenario_templates
 
     pets = {"template": "a photo of a {}, a type of pet."}
     assert scenario_templates(compose_config(["method=zeroshot"]), pets) == {"templates": pets["template"]}

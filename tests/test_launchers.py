@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from clprompt import config_dir, run
+from clprompt import config_dir, run, stages
 from clprompt.errors import ClpromptError
 from helpers import REPO
 
@@ -68,15 +68,15 @@ def test_a_launcher_that_is_not_installed_names_the_package(monkeypatch):
 
 
 def test_each_job_of_a_sweep_gets_its_own_gpu(monkeypatch):
-    assert run.resolve_device("per_job") == torch.device("cpu") or torch.cuda.is_available()
+    assert stages.resolve_device("per_job") == torch.device("cpu") or torch.cuda.is_available()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for job, expected in ((0, "cuda:0"), (1, "cuda:1"), (2, "cuda:0"), (5, "cuda:1")):
-        monkeypatch.setattr(run, "job_number", lambda job=job: job)
-        assert run.resolve_device("per_job") == torch.device(expected)
-    assert run.resolve_device("cuda:1") == torch.device("cuda:1")
+        monkeypatch.setattr(stages, "job_number", lambda job=job: job)
+        assert stages.resolve_device("per_job") == torch.device(expected)
+    assert stages.resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(ClpromptError, match="device=cuda:2 but this machine has 2 GPU.*cuda:0 to cuda:1.*per_job"):
-        run.resolve_device("cuda:2")
+        stages.resolve_device("cuda:2")
 
 
 def test_a_labs_own_method_yaml_outside_the_repository(tmp_path):

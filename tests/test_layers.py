@@ -10,7 +10,7 @@ The floors, bottom to top (docs/architecture.md draws them):
     training             strategy, compiled step, checkpoints, torchrun, stop signals
     data                 views, batched transforms, feature cache, training protocols
     records              accuracy matrix, metrics, logs, outputs
-    command line         run, pretrain, report, sweep, __main__
+    command line         run, stages, pretrain, report, sweep, __main__
 
 The check reads the source (every import, at module level or inside a function), so a lazy import
 upwards is caught as well.
@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ["scenarios", "foundation", "model", "parts", "methods", "training", "data", "records", "command line"]
 FOUNDATION = {"clprompt", "clprompt.errors", "clprompt.config_check"}
-COMMAND_LINE = {"clprompt.run", "clprompt.pretrain", "clprompt.report", "clprompt.sweep", "clprompt.__main__"}
+COMMAND_LINE = {"clprompt.run", "clprompt.stages", "clprompt.pretrain", "clprompt.report", "clprompt.sweep",
+                "clprompt.__main__"}
 
 
 def module_name(path: Path) -> str:

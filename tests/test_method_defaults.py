@@ -65,6 +65,7 @@ def test_every_method_runs_one_experience_with_its_defaults(tmp_path_factory, ca
     scaled_lines = [r.getMessage() for r in caplog.records if "scaled to" in r.getMessage()]
     if method in SCALED:   # both towers are smaller than ViT-B's 12 blocks: the paper's values change
         assert len(scaled_lines) == 1 and "the paper's" in scaled_lines[0]
+        assert results["method_resolved"]["scaled_from"]["of"] == 12   # results.json records what was used
     else:
         assert not scaled_lines
     fitted = [r.getMessage() for r in caplog.records if "does not fit the text context" in r.getMessage()]

@@ -154,7 +154,7 @@ def test_methods_train_in_a_stream_and_the_backbone_stays_bit_identical(tmp_path
     monkeypatch.setattr(PromptStrategy, "criterion", record)
     backbone = instantiate(cfg.model)
     before = state_digest(backbone.model)
-    monkeypatch.setattr("clprompt.run.build", _build_with(backbone))
+    monkeypatch.setattr("clprompt.stages.build", _build_with(backbone))
     results = run(cfg, tmp_path)
     assert state_digest(backbone.model) == before
     assert results["status"] == "complete" and np.array(results["accuracy_matrix"]).shape == (3, 3)
@@ -162,9 +162,9 @@ def test_methods_train_in_a_stream_and_the_backbone_stays_bit_identical(tmp_path
 
 
 def _build_with(backbone):
-    from clprompt import run as run_module
+    from clprompt import stages
 
-    original = run_module.instantiate
+    original = stages.instantiate
 
     def build(cfg, kind, **kwargs):
         return backbone if kind == "model" else original(cfg[kind], **kwargs)

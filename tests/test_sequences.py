@@ -110,7 +110,7 @@ def test_mtil_names_every_missing_dataset_and_where(tmp_path):
     write_mtil(tmp_path)
     shutil.rmtree(tmp_path / "dtd")
     shutil.rmtree(tmp_path / "MNIST")
-    from clprompt.run import build
+    from clprompt.stages import build
 
     with pytest.raises(DatasetNotFoundError) as error:
         build(compose_config([f"data.root={tmp_path}", "scenario=mtil"]), "scenario")

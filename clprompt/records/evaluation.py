@@ -73,7 +73,7 @@ class AccuracyMatrixPlugin(SupervisedPlugin):
         self._confusion = None
         total = sum(len(exp.dataset) for exp in strategy.current_eval_stream)
         self._bar = tqdm(total=total, desc=f"eval after experience {self.n_trained}", unit="img",
-                         disable=not self.progress, leave=False)
+                         disable=None if self.progress else True, leave=False)  # None: no bar without a terminal
 
     def before_eval_exp(self, strategy, **kwargs):
         task = strategy.experience.current_experience

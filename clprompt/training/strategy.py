@@ -272,7 +272,7 @@ class PromptStrategy(SupervisedTemplate):
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
         if self.optimizer is None:
-            log.info("experience %d: nothing to train", experience.current_experience)
+            log.info("experience %d: nothing to train", experience.current_experience + 1)
             return
         if self.resume_within is None:
             return super()._train_exp(experience, eval_streams, **kwargs)
