@@ -35,7 +35,7 @@ from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt.records import metrics
 from clprompt.training import checkpoint, stop_signal
 from clprompt.training.checkpoint import CheckpointError
-from clprompt.config_check import NEUTRAL_KEYS, check_config, under
+from clprompt.config_check import NEUTRAL_KEYS, check_config
 from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.training.distributed import Distributed
 from clprompt.data.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
