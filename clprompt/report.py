@@ -43,10 +43,13 @@ SETTING_KEYS = {"shots": ("protocol.shots",), "noise": ("protocol.noise.",), "pr
 # Named by the method label itself: the method (its _target_) and the loss (' + GCE').
 LABELLED_KEYS = ("method._target_", "loss._target_")
 # The continual-learning table (--columns metric): one column per metric, a run's value under METRIC_VALUE.
-CONTINUAL_METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer")
+CONTINUAL_METRICS = ("last", "avg", "mtil_avg", "forgetting", "bwt", "transfer", "task_id")
+# task_id: a task-choosing method's task (on a domain stream: domain) identification after the last
+# experience, percent of the trained tasks' test images given their own task's prompts (mean over the tasks)
+TASK_ID = "task_id"
 METRIC = "metric"
 METRIC_VALUE = "metric_value"
-EVAL_LABELS = {"class_incremental": "class-IL", "task_incremental": "task-IL"}
+EVAL_LABELS = {"class_incremental": "class-IL", "task_incremental": "task-IL", "domain_incremental": "domain-IL"}
 PROTOCOL_ORDER = ("standard", "few_shot", "noisy", "upl", "robust_upl", "base_to_new")
 PSEUDO_LABEL_PROTOCOLS = {"upl": "UPL", "robust_upl": "Robust UPL"}
 PROTOCOL_LOSS = {"robust_upl": "gce"}  # the loss a protocol implies (configs/protocol); others: ce
@@ -59,7 +62,7 @@ CLASS_LABELS = {"base": "base", "new": "new", "hm": "H"}
 AXIS_NAMES = {"row": "method"}  # the row labels are method labels, maybe with a setting appended
 TITLES = {
     "last": "last accuracy", "avg": "average incremental accuracy", "mtil_avg": "MTIL average (ZSCL's Avg.)",
-    "forgetting": "forgetting",
+    "forgetting": "forgetting", TASK_ID: "task (domain) identification",
     "bwt": "backward transfer", "transfer": "transfer", "base": "base", "new": "new",
     "hm": "harmonic mean (H)", PSEUDO_LABEL_ACCURACY: "pseudo-label accuracy",
     METRIC_VALUE: "continual-learning metrics",
@@ -138,6 +141,8 @@ def run_record(results: dict) -> dict:
     record.update({name: metrics.get(name) for name in METRICS})
     if record["mtil_avg"] is None and results.get("accuracy_matrix") and not is_base_to_new(results):
         record["mtil_avg"] = _mean_of_all(results["accuracy_matrix"])  # results.json from before mtil_avg
+    identified = (results.get("task_identification") or {}).get("mean_over_trained") or []
+    record[TASK_ID] = identified[-1] if identified else None
     record[PSEUDO_LABEL_ACCURACY] = pseudo.get("accuracy") if pseudo.get("selection", "none") != "none" else None
     record[REALISED_NOISE_RATE] = _percent(noise.get("realised_rate")) if noisy else None
     return record

@@ -39,7 +39,7 @@ from clprompt.config_check import NEUTRAL_KEYS, check_config
 from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.training.distributed import Distributed
 from clprompt.data.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
-from clprompt.records.evaluation import AccuracyMatrixPlugin
+from clprompt.records.evaluation import AccuracyMatrixPlugin, resolve_protocol
 from clprompt.records.gradient_ratio import GradientNormRatioPlugin
 from clprompt.data.image_batches import build_image_batches
 from clprompt.methods.ensemble import Ensemble
@@ -358,6 +358,7 @@ class RunParts:
     n_views: int = 0
     stream: object = None
     experiment: object = None              # the protocol's draws (clprompt.data.protocol.Experiment)
+    eval_protocol: str = "class_incremental"   # eval.protocol resolved for this stream (auto: the scenario's)
     method: object = None
     choices: dict = field(default_factory=dict)
     header: dict = field(default_factory=dict)
@@ -461,6 +462,7 @@ def build_run(parts: RunParts) -> None:
     parts.experiment = prepare_experiment(stream, cfg.protocol, parts.backbone, parts.device, parts.run_dir,
                                           cfg.eval.batch_size)
     parts.stream = parts.experiment.stream
+    parts.eval_protocol = resolve_protocol(cfg.eval.protocol, parts.stream.scenario_type, parts.stream.name)
     parts.method = build_method(cfg, parts.backbone, parts.stream, cfg.protocol.ensemble)
     parts.choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     parts.header = run_header(parts)
@@ -500,7 +502,7 @@ def run_header(parts: RunParts) -> dict:
         "scenario": parts.choices.get("scenario"), "method": parts.choices.get("method"),
         "loss": parts.choices.get("loss"), "config": OmegaConf.to_container(cfg, resolve=True),
         "seed": cfg.seed, "weights": backbone.identity, "stream": stream.description,
-        "class_names": stream.class_names, "protocol": cfg.eval.protocol, "experiment": parts.experiment.record,
+        "class_names": stream.class_names, "protocol": parts.eval_protocol, "experiment": parts.experiment.record,
         "device": str(parts.device),
         "distributed": {"processes": parts.distributed.world_size, "backend": parts.distributed.backend},
         "versions": versions(), "overrides": overrides(), "worlds": worlds(cfg),
@@ -541,13 +543,15 @@ def build_records(parts: RunParts) -> None:
                                  enabled=parts.main)
     progress = cfg.progress and parts.main
     reduce = distributed.sum if distributed.enabled else None
-    parts.matrix_plugin = AccuracyMatrixPlugin(parts.stream.experience_classes, cfg.eval.protocol,
-                                               progress=progress, reduce=reduce)
+    parts.matrix_plugin = AccuracyMatrixPlugin(parts.stream.experience_classes, parts.eval_protocol,
+                                               progress=progress, reduce=reduce, test_classes=parts.stream.test_classes)
     parts.training_log = TrainingLog(parts.recorder.training_curves.add_scalar, progress=progress,
                                      epochs_logged=epochs_logged)
     if saved is not None:
         parts.training_log.experiences = dict(saved["training_log"]["experiences"])
-    parts.task_plugin = TaskIdentificationPlugin(parts.stream.n_experiences, reduce=reduce)
+    # held-out test domains (CORe50's sessions 3, 7, 10) have no right task to choose: nothing is counted
+    parts.task_plugin = TaskIdentificationPlugin(len(parts.stream.test_classes), reduce=reduce,
+                                                 enabled=parts.stream.test_domains is None)
     if cfg.protocol.grad_norm_ratio:
         parts.ratio_plugin = GradientNormRatioPlugin(parts.experiment.training_set, parts.experiment.noisy,
                                                      seed=cfg.seed, log_scalar=parts.recorder.tensorboard.add_scalar)
@@ -650,7 +654,8 @@ def train_and_evaluate_experience(parts: RunParts, experience, status: str) -> N
     recorder, matrix = parts.recorder, parts.matrix_plugin.matrix
     recorder.log_row(matrix, index)
     parts.task_plugin.log_row(recorder.tensorboard, index)
-    recorder.log_confusion(np.array(parts.matrix_plugin.task_confusion[-1]), index)
+    if parts.matrix_plugin.task_confusion:   # none on a domain stream: a class names no domain
+        recorder.log_confusion(np.array(parts.matrix_plugin.task_confusion[-1]), index)
     recorder.write(matrix, status, time.time() - parts.started, parts.extra())
 
 

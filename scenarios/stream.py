@@ -44,10 +44,25 @@ class TaskStream:
     splits: dict = field(default_factory=dict)
     class_order_seed: Optional[int] = None
     tasks: Optional[list] = None    # a task sequence's member names (scenarios.sequences), else None
+    domains: Optional[list] = None  # a domain-incremental stream's training domains (scenarios.domain_stream)
+    test_domains: Optional[list] = None   # its test domains, where they are not the training ones (CORe50)
 
     @property
     def n_experiences(self) -> int:
         return len(self.experience_classes)
+
+    @property
+    def scenario_type(self) -> str:
+        """'domain_incremental' (every experience the same classes from a new domain) or 'class_incremental'
+        (every experience new classes; a task sequence is one too, scored task by task on request)."""
+        return "domain_incremental" if self.domains is not None else "class_incremental"
+
+    @property
+    def test_classes(self) -> list[list[int]]:
+        """The classes of each test experience (the training experiences' unless the test domains differ)."""
+        if self.test_domains is None:
+            return self.experience_classes
+        return [list(range(len(self.class_names))) for _ in self.test_domains]
 
     def rebuild(self, train: Optional[Dataset] = None, n_experiences: Optional[int] = None,
                 class_order: Optional[Sequence[int]] = None, allow_missing_train_classes: bool = False,
@@ -58,6 +73,10 @@ class TaskStream:
         ``class_order`` given drops the seeded order, ``n_experiences`` given cuts it evenly. Extra keyword
         arguments are added to the description.
         """
+        if self.domains is not None:
+            raise StreamConfigError(
+                f"{self.name} is a domain-incremental stream ({', '.join(self.domains)}): the few-shot, noisy-label, UPL "
+                "and base-to-new protocols redraw one task's training set and do not apply to it; use protocol=standard")
         if self.tasks is not None:
             raise StreamConfigError(
                 f"{self.name} is a sequence of tasks ({', '.join(self.tasks)}): the few-shot, noisy-label, UPL and "

@@ -30,7 +30,7 @@ def test_task_incremental_scores_each_task_over_its_own_classes():
 
 def test_unknown_protocol_is_refused():
     with pytest.raises(ConfigValueError, match="eval.protocol"):
-        candidate_classes("domain_incremental", 0, 1, CLASSES)
+        candidate_classes("open_set", 0, 1, CLASSES)
 
 
 def tiny_run(tmp_path, *overrides):

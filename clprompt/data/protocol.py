@@ -52,7 +52,7 @@ def check_options(options: DictConfig, stream: TaskStream) -> None:
     """Refuse combinations that do not make an experiment, with the option to change."""
     uses_training_set = (options.shots or options.noise.kind != "none" or options.pseudo_labels.selection != "none"
                          or options.base_to_new)
-    if uses_training_set and stream.tasks is not None:
+    if uses_training_set and (stream.tasks is not None or stream.domains is not None):
         stream.rebuild()  # refuses, saying why
     if uses_training_set and stream.n_experiences != 1:
         raise ConfigValueError(

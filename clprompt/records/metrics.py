@@ -2,6 +2,10 @@
 
 R[i, j] is the test accuracy on task j after training through task i (T x T, the upper triangle holds
 the accuracy on tasks not trained yet). Definitions follow METHODS.md; indices here are 0-based.
+A domain-incremental stream whose test domains are held out (CORe50: trained on 8 sessions, tested on 3
+others) has a T x D matrix: ``summarize`` then gives Last (the held-out accuracy after the last
+experience), Avg (its mean over the experiences) and the mean of all entries; forgetting, BWT and transfer
+compare a task with its own training and are NaN.
 """
 
 from __future__ import annotations
@@ -72,7 +76,12 @@ def mtil_average(matrix) -> float:
 
 
 def summarize(matrix) -> dict[str, float]:
-    """All metrics of a matrix, by name."""
+    """All metrics of a matrix, by name (a T x D matrix over held-out test domains: see the module)."""
+    R = np.asarray(matrix, dtype=np.float64)
+    if R.ndim == 2 and R.size and R.shape[0] != R.shape[1]:
+        nan = float("nan")
+        return {"last": float(R[-1].mean()), "avg": float(R.mean(axis=1).mean()), "mtil_avg": float(R.mean()),
+                "forgetting": nan, "bwt": nan, "transfer": nan}
     return {
         "last": last_accuracy(matrix),
         "avg": average_incremental_accuracy(matrix),

@@ -31,11 +31,12 @@ def to_percent(matrix: np.ndarray) -> np.ndarray:
 
 
 def completed_prefix(matrix: np.ndarray) -> np.ndarray:
-    """The square top-left block of fully computed rows: R[:t, :t] for t finished experiences."""
+    """The square top-left block of fully computed rows: R[:t, :t] for t finished experiences (a matrix over
+    held-out test domains, not square: its first t rows)."""
     done = 0
     while done < len(matrix) and not np.isnan(matrix[done]).any():
         done += 1
-    return matrix[:done, :done]
+    return matrix[:done, :done] if matrix.shape[0] == matrix.shape[1] else matrix[:done]
 
 
 def matrix_markdown(matrix_percent: np.ndarray) -> str:
@@ -116,18 +117,21 @@ def matrix_figure(matrix_percent: np.ndarray, title: str = "accuracy (%)"):
                 if not math.isnan(value):
                     axes.text(j, i, cell_label(value), ha="center", va="center", fontsize=fontsize,
                               color="white" if value < middle else "black")
-    for i in range(min(rows, T)):  # the diagonal: task i right after training it
+    held_out = rows != T   # columns are test domains never trained (CORe50): no diagonal, no staircase
+    for i in range(0 if held_out else min(rows, T)):  # the diagonal: task i right after training it
         axes.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     xs, ys = [], []
-    for i in range(rows):  # staircase between trained (j <= i) and not yet trained (j > i) tasks
+    for i in range(0 if held_out else rows):  # staircase between trained (j <= i) and not yet trained (j > i) tasks
         xs += [i + 0.5, i + 0.5]
         ys += [i - 0.5, i + 0.5]
-    axes.plot(xs, ys, color="white", linewidth=1.5, linestyle="--")
+    if xs:
+        axes.plot(xs, ys, color="white", linewidth=1.5, linestyle="--")
     axes.set_xticks(_ticks(T), [str(j + 1) for j in _ticks(T)], fontsize=10)
     axes.set_yticks(_ticks(rows), [str(i + 1) for i in _ticks(rows)], fontsize=10)
     axes.set_xlim(-0.5, T - 0.5)
     axes.set_ylim(rows - 0.5, -0.5)
-    axes.set_xlabel("evaluated task (right of the dashed line: not trained yet)", fontsize=10)
+    axes.set_xlabel("held-out test domain" if held_out else "evaluated task (right of the dashed line: not trained yet)",
+                    fontsize=10)
     axes.set_ylabel("after training experience", fontsize=10)
     axes.set_title(title, fontsize=11)
     figure.colorbar(image, cax=colour_bar)
@@ -204,7 +208,7 @@ SINGLE_TASK_METRIC = "accuracy"
 
 def is_single_task(matrix: np.ndarray) -> bool:
     """A one-experience stream (a 1 x 1 matrix): one accuracy, no forgetting, no transfer, no curves."""
-    return np.shape(matrix)[1] == 1
+    return tuple(np.shape(matrix)) == (1, 1)
 
 
 def run_metrics(matrix: np.ndarray) -> dict[str, float]:
@@ -300,7 +304,9 @@ class RunRecorder:
             self.tensorboard.add_scalar(TASK_TAG.format(task + 1), value, step)
         prefix = completed_prefix(matrix)
         if len(prefix) == step:
-            self.tensorboard.add_scalar(SEEN_MEAN_TAG, 100 * metrics.incremental_accuracies(prefix)[-1], step)
+            seen = (metrics.incremental_accuracies(prefix)[-1] if prefix.shape[0] == prefix.shape[1]
+                    else prefix[-1].mean())   # held-out test domains: all of them
+            self.tensorboard.add_scalar(SEEN_MEAN_TAG, 100 * seen, step)
             self.tensorboard.add_scalar(ALL_MEAN_TAG, float(np.mean(percent[row])), step)
             for name, value in metrics.summarize(prefix).items():
                 if not math.isnan(value):

@@ -21,9 +21,11 @@ class TaskIdentificationPlugin(SupervisedPlugin):
     """rows[i][j]: percent of task j's test images whose chosen task was j, in the evaluation after
     experience i + 1 (None where the method chose no task for that experience's images)."""
 
-    def __init__(self, n_tasks: int, reduce=None):
+    def __init__(self, n_tasks: int, reduce=None, enabled: bool = True):
+        """n_tasks: test experiences; enabled=False: the test experiences are not training tasks (held-out
+        domains), so no choice can be right and none is counted."""
         super().__init__()
-        self.n_tasks, self.reduce = n_tasks, reduce
+        self.n_tasks, self.reduce, self.enabled = n_tasks, reduce, enabled
         self.rows: list[list[Optional[float]]] = []
         self.n_trained = 0
         self._counts: Optional[torch.Tensor] = None   # [tasks, 2]: right choices, images with a choice
@@ -39,7 +41,7 @@ class TaskIdentificationPlugin(SupervisedPlugin):
 
     def after_eval_iteration(self, strategy, **kwargs):
         chosen = getattr(strategy.model, "chosen_tasks", None)
-        if chosen is None:
+        if chosen is None or not self.enabled:
             return
         if self._counts is None:
             self._counts = torch.zeros((self.n_tasks, 2), dtype=torch.long, device=chosen.device)

@@ -107,3 +107,51 @@ def sandbox_stream(task: str = "split_shapes", n_experiences: int = 1, train_per
                      **definition.notes},
         initial_classes=initial_classes, increment=increment,
     )
+
+
+DOMAIN_STYLES = ("clean", "textured", "lowcontrast", "palette")
+
+
+def sandbox_domain_stream(classes: str = "colour_shape", domains: Sequence[str] = DOMAIN_STYLES,
+                          train_per_class: int = 16, valid_per_class: int = 10, test_per_class: int = 10,
+                          seed: int = 0, image_size: int = 32, held_out: Sequence[str] = (),
+                          train_transform: Optional[Callable] = None, eval_transform: Optional[Callable] = None):
+    """A domain-incremental sandbox stream: the same classes rendered in one style per experience.
+
+    ``classes``: 'colour_shape' (the 100 colour-shape classes, 'red star') or 'pattern_shape' (40 classes);
+    ``domains``: styles of ``render.STYLES`` in stream order (default clean, textured, low-contrast, then the
+    hue-turned palette). ``held_out``: styles that are only tested, never trained (the test stream is then
+    these styles, as CORe50's held-out sessions are: a matrix of experiences x held-out styles). Domain d's
+    split s is rendered from its own seed, so no two domains or splits share an image.
+    """
+    from scenarios.domain_stream import domain_incremental_stream
+    from scenarios.errors import StreamConfigError
+
+    makers = {"colour_shape": colour_shape_task, "pattern_shape": pattern_shape_task}
+    if classes not in makers:
+        raise StreamConfigError(f"scenario.classes={classes!r}; choose one of {', '.join(makers)}")
+    domains, held_out = list(domains), list(held_out)
+    every = domains + held_out
+    unknown = [d for d in every if d not in STYLES]
+    if unknown or not domains or len(set(every)) != len(every):
+        raise StreamConfigError(
+            f"scenario.domains={domains}, scenario.held_out={held_out}: give distinct styles (none in both), each one "
+            f"of {', '.join(STYLES)}")
+    built, class_names = {}, None
+    for index, style in enumerate(every):
+        definition = makers[classes](f"{classes}_{style}", style=style)
+        class_names = definition.class_names
+        splits = {}
+        for split, per_class in (("train", train_per_class), ("valid", valid_per_class), ("test", test_per_class)):
+            images, labels = render_split(definition, per_class, 1000 * (index + 1) + seed * 10 + SPLIT_SEEDS[split],
+                                          image_size)
+            splits[split] = ArrayImageDataset(images, labels, train_transform if split == "train" else eval_transform)
+        built[style] = splits
+    if held_out:
+        tests = {style: built[style]["test"] for style in held_out}
+        built = {style: {"train": built[style]["train"], "valid": built[style]["valid"]} for style in domains}
+    return domain_incremental_stream(
+        "shapes_domains", built, class_names, test_domains=tests if held_out else None,
+        description={"dataset": f"sandbox/{classes} in styles {', '.join(domains)}"
+                                + (f", tested on {', '.join(held_out)}" if held_out else ""), "seed": seed,
+                     "per_class": {"train": train_per_class, "valid": valid_per_class, "test": test_per_class}})
