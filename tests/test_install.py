@@ -16,6 +16,9 @@ def test_a_non_editable_install_runs_from_another_folder(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "clprompt" / "configs" / "config.yaml").is_file()
     assert (target / "clprompt" / "configs" / "method" / "lamm.yaml").is_file()
+    # the readers' shipped class names and orders (ImageNet-R, TinyImageNet, ImageNet-100, CORe50, DomainNet)
+    assert (target / "scenarios" / "class_names" / "imagenet_clip_names.tsv").is_file()
+    assert len(list((target / "scenarios" / "class_names").glob("*.txt"))) >= 5
     # the installed copy, not the checkout: the test venv's other packages, this tree first on the path
     env = dict(os.environ, PYTHONPATH=str(target))
     where = subprocess.run([sys.executable, "-c", "import clprompt; print(clprompt.__file__, clprompt.config_dir())"],

@@ -13,7 +13,7 @@ from clprompt.stages import worlds
 from helpers import compose_config, write_fashion_mnist
 
 SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "scenario").glob("*.yaml"))
-SANDBOX = {"shapes_fine", "shapes_lowcontrast", "shapes_novel", "shapes_palette", "shapes_sequence",
+SANDBOX = {"shapes_domains", "shapes_fine", "shapes_lowcontrast", "shapes_novel", "shapes_palette", "shapes_sequence",
            "shapes_textured", "split_shapes", "split_shapes_palette", "tiny_colors"}
 
 
