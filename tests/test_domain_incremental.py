@@ -15,7 +15,7 @@ from clprompt.config_check import check_config
 from clprompt.errors import ConfigValueError
 from clprompt.records import metrics
 from clprompt.records.evaluation import AccuracyMatrixPlugin, candidate_classes, resolve_protocol
-from clprompt.records.outputs import completed_prefix, format_summary, matrix_figure, run_metrics
+from clprompt.records.outputs import completed_prefix, format_summary, matrix_figure, pooled_last, run_metrics
 from clprompt.run import run
 from helpers import compose_config
 from scenarios import StreamConfigError
@@ -109,6 +109,12 @@ def test_the_scenario_chooses_the_protocol_and_a_misfit_is_refused():
     assert compose_config(["scenario=shapes_domains"]).eval.protocol == "auto"
 
 
+def test_the_pooled_last_weights_each_domain_by_its_test_images():
+    prefix = np.array([[0.5, 0.9], [0.6, 0.8]])
+    assert pooled_last(prefix, [100, 300]) == pytest.approx((0.6 * 100 + 0.8 * 300) / 400)
+    assert pooled_last(prefix, None) is None and pooled_last(prefix[:0], [1, 1]) is None
+
+
 def test_metrics_of_a_matrix_over_held_out_domains():
     R = np.array([[0.5, 0.7, 0.6], [0.8, np.nan, np.nan]])
     assert completed_prefix(R).shape == (1, 3)
@@ -139,6 +145,8 @@ def test_a_run_scores_every_domain_and_records_the_domains_sprompts_chose(tmp_pa
     assert len(chosen) == 2 and chosen[0] == [None, None]   # one trained domain: no choice to make
     assert all(0 <= v <= 100 for v in chosen[1])
     assert "forgetting" in printed.getvalue() and results["metrics"]["last"] is not None
+    # every domain has as many test images: the pooled accuracy is Last
+    assert written["metrics"]["last_pooled"] == pytest.approx(written["metrics"]["last"])
 
 
 def test_a_run_over_held_out_domains_reports_last_and_no_forgetting(tmp_path):

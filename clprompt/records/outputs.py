@@ -211,6 +211,16 @@ def is_single_task(matrix: np.ndarray) -> bool:
     return tuple(np.shape(matrix)) == (1, 1)
 
 
+def pooled_last(prefix: np.ndarray, test_sizes: Optional[list]) -> Optional[float]:
+    """A domain stream's last row weighted by each test domain's image count: the accuracy over all test
+    images pooled, as S-Prompts reports DomainNet and CORe50 (Last is the mean over the domains). None
+    without the sizes or a completed row."""
+    if not test_sizes or not len(prefix) or len(test_sizes) != prefix.shape[1]:
+        return None
+    weights = np.asarray(test_sizes, dtype=np.float64)
+    return float((prefix[-1] * weights).sum() / weights.sum())
+
+
 def run_metrics(matrix: np.ndarray) -> dict[str, float]:
     """The metrics a run reports (fractions) over its completed rows: ``metrics.summarize`` for a stream of
     several experiences; for a one-experience stream its ``accuracy`` and ``last`` (the same value, the
@@ -318,6 +328,9 @@ class RunRecorder:
         percent = to_percent(matrix)
         prefix = completed_prefix(matrix)
         summary = {k: _finite_or_none(100 * v) for k, v in run_metrics(matrix).items()}
+        pooled = pooled_last(prefix, ((self.header.get("stream") or {}).get("domain_sizes") or {}).get("test"))
+        if pooled is not None:
+            summary["last_pooled"] = _finite_or_none(100 * pooled)
         results = dict(self.header)
         results.update(
             status=status,
