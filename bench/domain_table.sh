@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The domain-incremental part of the continual-learning table, in the sandbox: every method on
 # shapes_domains (the 100 colour-shape classes rendered clean, then textured, then low-contrast, then in
-# the hue-turned palette; 16 training and 10 test images per class and domain), scored
+# the hue-turned palette; 4 training and 10 test images per class and domain (1,600 training images over the stream, as `split_shapes_palette`)), scored
 # domain-incrementally (every class a candidate, the domain never given), each method's own recipe and
 # its shipped defaults on the mini-CLIP (the papers' blocks scaled to its 4-block towers), seeds 1-3.
 # Departure, for time on 2 CPU cores: train.augmentation=none (each training image as it is, so the

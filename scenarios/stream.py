@@ -212,6 +212,7 @@ def experience_benchmark(splits: dict, groups: Sequence[Sequence[int]]):
 
 
 _DERIVED_KEYS = ("name", "n_classes", "n_experiences", "class_order_seed", "class_order", "class_order_name",
+                 "class_order_source",
                  "initial_classes", "increment", "experience_classes", "n_train", "n_valid", "n_test")
 
 

@@ -140,6 +140,8 @@ def test_a_run_scores_every_domain_and_records_the_domains_sprompts_chose(tmp_pa
     assert written["protocol"] == "domain_incremental" and written["status"] == "complete"
     assert np.shape(written["accuracy_matrix"]) == (2, 2)
     assert written["stream"]["domains"] == ["clean", "palette"]
+    header = (tmp_path / "accuracy_matrix.csv").read_text().splitlines()[0]
+    assert header == "after_experience,task_1_clean,task_2_palette"
     assert not written.get("task_confusion")   # a class names no domain: no confusion over classes' tasks
     chosen = written["task_identification"]["accuracy"]
     assert len(chosen) == 2 and chosen[0] == [None, None]   # one trained domain: no choice to make

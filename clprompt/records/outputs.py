@@ -46,11 +46,14 @@ def matrix_markdown(matrix_percent: np.ndarray) -> str:
     return markdown_table(header, rows)
 
 
-def write_matrix_csv(path: Path, matrix_percent: np.ndarray) -> None:
+def write_matrix_csv(path: Path, matrix_percent: np.ndarray, columns: Optional[list] = None) -> None:
+    """Row i: after experience i + 1; columns task_1 .. task_T, or a domain stream's test domains by name
+    (task_1_clean, ...)."""
     T = matrix_percent.shape[1]
+    names = [f"task_{j + 1}" + (f"_{columns[j]}" if columns and len(columns) == T else "") for j in range(T)]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["after_experience"] + [f"task_{j + 1}" for j in range(T)])
+        writer.writerow(["after_experience"] + names)
         for i, row in enumerate(matrix_percent):
             writer.writerow([i + 1] + ["" if math.isnan(v) else f"{v:.4f}" for v in row])
 
@@ -347,7 +350,8 @@ class RunRecorder:
         self._confusion = results.get("task_confusion") or []
         if self.enabled:
             write_json_atomic(self.run_dir / "results.json", results)
-            write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent)
+            write_matrix_csv(self.run_dir / "accuracy_matrix.csv", percent,
+                             (self.header.get("stream") or {}).get("test_domains"))
         return results
 
     def title(self) -> str:

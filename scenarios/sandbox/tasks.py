@@ -113,7 +113,7 @@ DOMAIN_STYLES = ("clean", "textured", "lowcontrast", "palette")
 
 
 def sandbox_domain_stream(classes: str = "colour_shape", domains: Sequence[str] = DOMAIN_STYLES,
-                          train_per_class: int = 16, valid_per_class: int = 10, test_per_class: int = 10,
+                          train_per_class: int = 4, valid_per_class: int = 10, test_per_class: int = 10,
                           seed: int = 0, image_size: int = 32, held_out: Sequence[str] = (),
                           train_transform: Optional[Callable] = None, eval_transform: Optional[Callable] = None):
     """A domain-incremental sandbox stream: the same classes rendered in one style per experience.
