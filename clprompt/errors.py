@@ -19,3 +19,7 @@ class ConfigValueError(ClpromptError):
 
 class NonFiniteLossError(ClpromptError):
     """The training loss became NaN or infinite."""
+
+
+class ParametersDivergedError(ClpromptError):
+    """An experience's training left the method's parameters non-finite or beyond a bound: it diverged."""

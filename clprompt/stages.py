@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clprompt.data.augmentation import train_transform
-from clprompt.errors import ClpromptError, ConfigValueError
+from clprompt.errors import ClpromptError, ConfigValueError, ParametersDivergedError
 from clprompt.records import metrics
 from clprompt.training import checkpoint, stop_signal
 from clprompt.training.checkpoint import CheckpointError
@@ -39,7 +39,9 @@ from clprompt.config_check import NEUTRAL_KEYS, check_config
 from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.training.distributed import Distributed
 from clprompt.data.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
+from clprompt.records import run_folder
 from clprompt.records.evaluation import AccuracyMatrixPlugin, resolve_protocol
+from clprompt.records.run_folder import RunFolderBusy, RunFolderRefused
 from clprompt.records.gradient_ratio import GradientNormRatioPlugin
 from clprompt.data.image_batches import build_image_batches
 from clprompt.methods.ensemble import Ensemble
@@ -185,24 +187,34 @@ def previous_run(cfg: DictConfig, run_dir: Path) -> tuple[Optional[dict], Option
         try:
             previous = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise CheckpointError(f"{path} cannot be read ({error}): give another hydra.run.dir, or move the "
-                                  "folder away") from None
+            raise RunFolderRefused(f"{path} cannot be read ({error}): give another hydra.run.dir, or move the "
+                                   "folder away") from None
+        if not isinstance(previous, dict):
+            raise RunFolderRefused(f"{path} holds a JSON {type(previous).__name__}, not a run's record: give another "
+                                   "hydra.run.dir, or move the folder away")
+    current = OmegaConf.to_container(cfg, resolve=True)
     if previous is not None and previous.get("status") == "complete":
+        changed = checkpoint.differences(previous.get("config") or {}, current, NEUTRAL_KEYS)
+        if changed:
+            raise RunFolderRefused(
+                f"{run_dir} holds a finished run of another command; its results are not this command's. Changed: "
+                f"{'; '.join(changed)}. Give another hydra.run.dir (a sweep: another hydra.sweep.dir), or run the "
+                f"recorded command (resume={run_dir}) to see its results")
         return previous, None
     process = (previous or {}).get("process") or {}
-    if previous is not None and previous.get("status") == "running" and checkpoint.process_alive(process):
-        raise CheckpointError(f"{run_dir} is being run by process {process.get('pid')} on {process.get('host')} "
-                              f"(started {process.get('started')}): wait for it to end, or stop it and run again")
+    if previous is not None and previous.get("status") == "running" and run_folder.is_alive(process):
+        raise RunFolderBusy(f"{run_dir} is being run by process {process.get('pid')} on {process.get('host')} "
+                            f"(started {process.get('started')}): wait for it to end, or stop it and run again")
     saved = checkpoint.load(run_dir)
     if saved is not None:
-        changed = checkpoint.differences(saved["config"], OmegaConf.to_container(cfg, resolve=True), NEUTRAL_KEYS)
+        changed = checkpoint.differences(saved["config"], current, NEUTRAL_KEYS)
         if changed:
-            raise CheckpointError(
+            raise RunFolderRefused(
                 f"{run_dir} holds a run with another config; resuming would mix the two. Changed: "
                 f"{'; '.join(changed)}. Run the original command again to resume it, or give another "
                 f"hydra.run.dir (only {', '.join(NEUTRAL_KEYS)} may change on a resume)")
     elif previous is not None and previous.get("completed_experiences", 0) > 0:
-        raise CheckpointError(f"{run_dir} has {previous['completed_experiences']} finished experience(s) but no "
+        raise RunFolderRefused(f"{run_dir} has {previous['completed_experiences']} finished experience(s) but no "
                               f"{checkpoint.FILE} (written by a clprompt without checkpoints?): it cannot be resumed; "
                               "give another hydra.run.dir")
     return previous, saved
@@ -424,16 +436,40 @@ def run_on(cfg: DictConfig, run_dir: Path, distributed: Distributed, device: tor
     if not distributed.is_main:   # the main process speaks for the run
         logging.getLogger("clprompt").setLevel(logging.WARNING)
     check_run_folder(run_dir)
-    previous, saved = previous_run(cfg, run_dir)
-    distributed.barrier()   # every process has read the folder before the main one writes to it
-    if previous is not None and previous.get("status") == "complete":
-        return report_complete(previous, run_dir, distributed.is_main)
-    parts = RunParts(cfg, run_dir, distributed, device, started, previous, saved)
-    build_run(parts)
-    done = resume(parts) if saved is not None else 0
-    results = train_and_evaluate(parts, done)
-    finish(parts, results)
-    return results
+    claim = claim_folder(run_dir, distributed)
+    try:
+        previous, saved = previous_run(cfg, run_dir)
+        distributed.barrier()   # every process has read the folder before the main one writes to it
+        if previous is not None and previous.get("status") == "complete":
+            return report_complete(previous, run_dir, distributed.is_main)
+        if distributed.is_main:
+            run_folder.write_hydra_record(run_dir, cfg)   # the folder accepted this command: its record
+        parts = RunParts(cfg, run_dir, distributed, device, started, previous, saved)
+        build_run(parts)
+        done = resume(parts) if saved is not None else 0
+        results = train_and_evaluate(parts, done)
+        finish(parts, results)
+        return results
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def claim_folder(run_dir: Path, distributed: Distributed) -> Optional[run_folder.Claim]:
+    """The main process claims the run folder before any work (clprompt.records.run_folder); a folder another
+    live run holds is refused on every process."""
+    claimed, refusal = None, None
+    if distributed.is_main:
+        try:
+            claimed = run_folder.claim(run_dir)
+        except RunFolderBusy as error:
+            refusal = str(error)
+        except OSError as error:
+            refusal = f"the run folder {run_dir} cannot be written ({error}): give another hydra.run.dir"
+    refusal = distributed.broadcast_object(refusal)
+    if refusal is not None:
+        raise RunFolderBusy(refusal)
+    return claimed
 
 
 def report_complete(previous: dict, run_dir: Path, main: bool) -> dict:
@@ -507,7 +543,7 @@ def run_header(parts: RunParts) -> dict:
         "distributed": {"processes": parts.distributed.world_size, "backend": parts.distributed.backend},
         "versions": versions(), "overrides": overrides(), "worlds": worlds(cfg),
         "method_resolved": parts.method.resolved_options(),   # blocks / lengths fitted to this backbone
-        "process": {"pid": os.getpid(), "host": platform.node(),
+        "process": {**run_folder.process_identity(),   # pid, host, boot id, start tick: a recycled pid is not it
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(parts.started))},
     }
     if header["method_resolved"]:
@@ -526,7 +562,7 @@ def run_header(parts: RunParts) -> dict:
                               f"{ {k: backbone.identity.get(k) for k in changed} } now): resuming would mix "
                               "two models. Restore the weights, or give another hydra.run.dir")
     if saved is not None:
-        header["resumed"] = list(parts.previous.get("resumed", [])) + [
+        header["resumed"] = list((parts.previous or {}).get("resumed", [])) + [
             {"from_experience": saved["experiences_done"] + 1, "at": header["process"]["started"]}]
     return header
 
@@ -642,6 +678,7 @@ def train_and_evaluate_experience(parts: RunParts, experience, status: str) -> N
     index = experience.current_experience
     start = time.perf_counter()
     train_experience(parts.strategy, parts.method, experience, parts.cfg.seed, parts.loader_args)
+    check_parameters(parts.method, index, parts.cfg)
     trained = time.perf_counter()
     parts.storage["adapted_state_bytes"].append(save_adapted_state(
         parts.method, parts.run_dir, index, parts.storage["backbone_bytes"], write=parts.main))
@@ -657,6 +694,33 @@ def train_and_evaluate_experience(parts: RunParts, experience, status: str) -> N
     if parts.matrix_plugin.task_confusion:   # none on a domain stream: a class names no domain
         recorder.log_confusion(np.array(parts.matrix_plugin.task_confusion[-1]), index)
     recorder.write(matrix, status, time.time() - parts.started, parts.extra())
+
+
+PARAMETER_BOUND = 1.0e4   # no method's learned value comes near it (prompts, label embeddings and probe rows are O(1))
+
+
+def check_parameters(method, index: int, cfg: DictConfig) -> None:
+    """Refuse to keep an experience whose training left a learned parameter non-finite or beyond
+    ``PARAMETER_BOUND``: it diverged (a finite loss can hide it), so its row, checkpoint and adapted state are
+    not written, and the experiences before it are kept."""
+    worst, where = 0.0, None
+    for name, parameter in method.named_parameters():
+        if not parameter.requires_grad or parameter.numel() == 0:
+            continue
+        values = parameter.detach()
+        if not torch.isfinite(values).all():
+            worst, where = float("inf"), name
+            break
+        largest = float(values.abs().max())
+        if largest > worst:
+            worst, where = largest, name
+    if worst > PARAMETER_BOUND:
+        lr = cfg.train.optimizer.get("lr")
+        raise ParametersDivergedError(
+            f"experience {index + 1}'s training diverged: the learned parameter {where} reached "
+            f"{'a non-finite value' if worst == float('inf') else f'|{worst:.3g}|'} (beyond {PARAMETER_BOUND:g}). Its "
+            f"results are not kept; the {index} experience(s) before it are. Lower train.optimizer.lr (now {lr}) or "
+            "train.epochs, in another hydra.run.dir")
 
 
 def finish(parts: RunParts, results: dict) -> None:
@@ -679,8 +743,12 @@ def main(cfg: DictConfig, run_dir: Path):
     """The command line's run of a checked config: SIGTERM as an interruption, a user error as a message
     (recorded, and the sweep goes on, in a multirun), an interruption as exit 130 / 143."""
     stop_signal.install(signal.SIGTERM)
+    mark = run_folder.LogMark(run_dir)
     try:
         run(cfg, run_dir)
+    except (RunFolderBusy, RunFolderRefused) as error:
+        mark.restore()   # the folder's log stays the log of the run it holds
+        return fail(cfg, run_dir, error)
     except USER_ERRORS as error:
         return fail(cfg, run_dir, error)
     except (KeyboardInterrupt, Interrupted) as stop:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from clprompt.records.run_folder import process_identity
 from clprompt.training.checkpoint import CheckpointError
 from clprompt.run import run
 from helpers import REPO, compose_config
@@ -140,7 +141,7 @@ def test_finished_rows_without_a_checkpoint_are_refused(killed_after_one_experie
 def test_a_run_in_progress_is_not_taken_over(killed_after_one_experience):
     run_dir = killed_after_one_experience
     results = json.loads((run_dir / "results.json").read_text())
-    results["process"]["pid"] = os.getppid()   # a live process on this host
+    results["process"] = process_identity(os.getppid())   # a live process on this host (its start tick too)
     (run_dir / "results.json").write_text(json.dumps(results))
     with pytest.raises(CheckpointError, match="is being run by process"):
         in_process(run_dir)
