@@ -531,6 +531,15 @@ def worlds(cfg: DictConfig) -> dict:
     return {"scenario": scenario, "model": model, "match": scenario == model}
 
 
+def weights_differences(then: dict, now: dict) -> list[str]:
+    """The keys of the weights' identity that differ; a checkpoint file's path does not count when its
+    content (sha256) is the same (the same file in another checkout, a moved folder)."""
+    keys = set(then) | set(now)
+    if then.get("sha256") and then.get("sha256") == now.get("sha256"):
+        keys.discard("pretrained")
+    return sorted(k for k in keys if then.get(k) != now.get(k))
+
+
 def run_header(parts: RunParts) -> dict:
     """results.json's description of the run; refuses a checkpoint computed with other weights."""
     cfg, backbone, stream, saved = parts.cfg, parts.backbone, parts.stream, parts.saved
@@ -554,9 +563,8 @@ def run_header(parts: RunParts) -> dict:
                     "the mini-CLIP and the tiny model know only the sandbox world; for real data give a real CLIP, "
                     "e.g. model=vit_b16" if header["worlds"]["scenario"] == "real" else
                     "the sandbox's 32-px procedural images are for the mini-CLIP (model=miniclip)")
-    if saved is not None and saved["weights"] != backbone.identity:
-        changed = sorted(k for k in set(saved["weights"]) | set(backbone.identity)
-                         if saved["weights"].get(k) != backbone.identity.get(k))
+    changed = weights_differences(saved["weights"], backbone.identity) if saved is not None else []
+    if changed:
         raise CheckpointError(f"{parts.run_dir} was run with other weights ({', '.join(changed)} differ: "
                               f"{ {k: saved['weights'].get(k) for k in changed} } then, "
                               f"{ {k: backbone.identity.get(k) for k in changed} } now): resuming would mix "

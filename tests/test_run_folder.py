@@ -124,3 +124,14 @@ def test_a_refused_command_leaves_the_record_and_the_log_as_they_were(tmp_path):
     refused = command("train.optimizer.lr=0.01")
     assert refused.returncode == 1 and "finished run of another command" in refused.stderr
     assert digests(tmp_path) == before
+
+
+def test_the_same_weights_file_elsewhere_is_the_same_weights():
+    from clprompt.stages import weights_differences
+
+    then = {"arch": "miniclip", "source": "file", "pretrained": "/a/miniclip.safetensors", "sha256": "ab"}
+    assert weights_differences(then, dict(then, pretrained="/b/miniclip.safetensors")) == []
+    assert weights_differences(then, dict(then, pretrained="/b/other.safetensors", sha256="cd")) == ["pretrained",
+                                                                                                     "sha256"]
+    tagged = {"arch": "ViT-B-16", "source": "tag", "pretrained": "openai"}
+    assert weights_differences(tagged, dict(tagged, pretrained="laion2b_s34b_b88k")) == ["pretrained"]
