@@ -136,7 +136,9 @@ def test_a_damaged_shard_is_reported_and_its_samples_encoded_again(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         out = fresh.get(key(), np.arange(3), lambda positions: torch.full((len(positions), 2), 2.0))
     assert torch.equal(out, torch.full((3, 2), 2.0)) and fresh.misses == 3
-    assert "unreadable shard" in caplog.text and str(shard) in caplog.text
+    assert "1 shard(s) failed their check (1 unreadable)" in caplog.text
+    assert str(shard.parent / "rejected") in caplog.text and fresh.record()["rejected"] == 1
+    assert (shard.parent / "rejected" / shard.name).read_bytes() == b"not a torch file"  # moved, not deleted
 
 
 def test_two_writers_of_the_same_samples_leave_a_consistent_cache(tmp_path):

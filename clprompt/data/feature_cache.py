@@ -14,19 +14,37 @@ its index in that dataset (``sample_id``), so a few-shot draw, a noisy relabelli
 order reads the same features. The *view* is the epoch's view number (0 for a deterministic transform).
 
 On disk: ``<dir>/<hash of encoder, dataset, views>/key.json`` (the key in words) and, per view,
-``view_<v>/shard-<uuid>.pt`` files of ``{"ids": int64 [n], "features": [n, d]}``. Each shard is written
-to a temporary name and renamed, so a crash never leaves a half-written shard under a real name, and two
-jobs of a sweep writing the same samples only add equal shards. Shards load with ``weights_only=True``;
-one that cannot be read is reported and its samples are encoded again.
+``view_<v>/shard-<uuid>.pt`` files of ``{"format": 2, "key": {...}, "ids": int64 [n], "features": [n, d],
+"sha256": ...}``. The checksum covers the key's fields, the ids' and features' dtypes and shapes and every
+byte of both. It is verified when a run first reads a file, and again whenever the file changes (its inode,
+size or modification time): the cache is shared by every run of a sweep and by later sweeps, so a shard
+altered on disk (flipped bits, a zeroed block, a copy under another key's folder) would otherwise be
+trained and scored on without a word. A shard that fails (or cannot be unpickled, or was written by an
+older clprompt without a checksum: nothing vouches for it) is moved aside, never deleted, into
+``rejected/`` beside it under its own name; its samples are encoded again; one warning per run says how
+many and where, and ``record()`` counts them (``rejected``).
+
+Concurrent runs. A shard is written to a temporary name, flushed and renamed (``write_atomic``), under a
+fresh uuid: a reader sees a whole shard or none, writers never touch each other's files, and two runs
+writing the same samples only add shards of equal features. Only a shard that fails its check is ever
+moved; a shard another run moves away between the listing and the read is skipped (its samples are
+encoded again). A folder that cannot be written (read-only, a full disk) is read as it is and written no
+more: one warning, ``record()``'s ``write_failed``, and features not on disk are encoded again when
+needed, as with ``cache.dir=null``; results are unchanged.
+
+Freshly encoded features that are not finite stop the run (``NonFiniteFeaturesError``): the frozen image
+tower overflowed or its weights are damaged, which no learning rate fixes; they are never written.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -39,12 +57,18 @@ from avalanche.benchmarks.utils.classification_dataset import (
 from torch.utils.data import DataLoader, Dataset
 
 from clprompt.training.distributed import Distributed
-from clprompt.errors import ConfigValueError
+from clprompt.errors import ClpromptError, ConfigValueError
 from scenarios.atomic_write import write_atomic
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "on", "off")
+SHARD_FORMAT = 2          # 2: checksummed shards; shards without a "format" field were written before it
+REJECTED = "rejected"     # the folder, beside a view's shards, that failed shards are moved into
+
+
+class NonFiniteFeaturesError(ClpromptError):
+    """The frozen image tower produced NaN or infinite features (not a training problem)."""
 
 
 def digest(payload) -> str:
@@ -80,19 +104,30 @@ class FeatureKey:
 class FeatureCache:
     """Features by (key, sample id), in memory for the run and on disk under ``directory`` (None: memory only).
 
-    ``hits`` and ``misses`` count samples looked up and found / encoded.
+    ``hits`` and ``misses`` count samples looked up and found / encoded; ``rejected`` maps each shard that
+    failed its check this run to why; ``write_failed`` is why the folder could not be written (None: it can).
     """
 
     def __init__(self, directory: Optional[str | Path], distributed: Optional[Distributed] = None):
         """distributed: the processes of a torchrun run, which decide their misses together (the union),
-        encode them in shares and let the main one write the shards."""
+        encode them in shares and let the main one write the shards (and move failed ones aside)."""
         self.distributed = distributed or Distributed()
         self.directory = Path(directory).expanduser() if directory else None
         self.hits = self.misses = 0
+        self.rejected: dict[Path, str] = {}
+        self.write_failed: Optional[str] = None
+        self._warned_rejected = False
+        self._verified: set = set()   # the shard files verified in this run (see read_shard)
         self._tables: dict[FeatureKey, tuple[np.ndarray, torch.Tensor]] = {}
         self._described: dict[str, dict] = {}
         if self.directory is not None:
-            check_writable(self.directory)
+            if self.directory.is_dir():   # an existing folder is read even when it cannot be written
+                try:
+                    write_probe(self.directory)
+                except OSError as error:
+                    self._stop_writing(error)
+            else:
+                check_writable(self.directory)
 
     def describe(self, key: FeatureKey, words: dict) -> None:
         """Record what a key's hashes stand for (written once to ``key.json`` beside its shards)."""
@@ -104,33 +139,77 @@ class FeatureCache:
     def _load(self, key: FeatureKey) -> Optional[tuple[np.ndarray, torch.Tensor]]:
         if self.directory is None or not self._folder(key).is_dir():
             return None
-        ids, features = [], []
+        accepted, failed = [], []
         for shard in sorted(self._folder(key).glob("shard-*.pt")):
-            try:
-                payload = torch.load(shard, map_location="cpu", weights_only=True)
-                shard_ids, shard_features = payload["ids"], payload["features"]
-                if shard_ids.ndim != 1 or shard_features.shape[0] != shard_ids.shape[0]:
-                    raise ValueError(f"ids {tuple(shard_ids.shape)} and features {tuple(shard_features.shape)}")
-            except Exception as error:  # a foreign or damaged file: say so, encode its samples again
-                log.warning("feature cache: ignoring unreadable shard %s (%s); its samples are encoded again",
-                            shard, error)
+            if shard in self.rejected:     # failed earlier in this run and could not be moved aside
                 continue
-            ids.append(shard_ids.numpy())
-            features.append(shard_features)
-        if not ids:
+            try:
+                accepted.append((shard, *read_shard(shard, key, self._verified)))
+            except FileNotFoundError:      # moved aside or removed by another run since the listing
+                continue
+            except ShardRejected as rejection:
+                failed.append((shard, rejection.reason))
+        accepted, odd = consistent_shards(accepted)
+        failed += odd
+        if failed:
+            self._reject(failed)
+        if not accepted:
             return None
-        return merge(np.concatenate(ids), torch.cat(features))
+        return merge(np.concatenate([ids for _, ids, _ in accepted]),
+                     torch.cat([features for _, _, features in accepted]))
+
+    def _reject(self, failed: list[tuple[Path, str]]) -> None:
+        """Move failed shards aside (the main process only) and say so: one warning per run, then info lines."""
+        not_moved = []
+        for shard, reason in failed:
+            self.rejected[shard] = reason
+            if not self.distributed.is_main:
+                continue
+            try:
+                moved = move_aside(shard)
+                log.debug("feature cache: shard %s %s; moved to %s", shard, reason, moved)
+            except FileNotFoundError:      # another run rejected it first
+                log.debug("feature cache: shard %s %s; already moved aside by another run", shard, reason)
+            except OSError as error:
+                not_moved.append(f"{error.strerror or error}")
+                log.debug("feature cache: shard %s %s; could not be moved aside (%s)", shard, reason,
+                         error.strerror or error)
+        kinds = Counter(reason_kind(reason) for _, reason in failed)
+        folders = sorted({str(shard.parent / REJECTED) for shard, _ in failed})
+        where = ", ".join(folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+        moved = (f"were moved aside into {where}" if not not_moved else
+                 f"could not be moved aside ({not_moved[0]}: they stay in place and are skipped)")
+        message = (f"feature cache: {len(failed)} shard(s) failed their check "
+                   f"({', '.join(f'{n} {kind}' for kind, n in kinds.most_common())}) and {moved}; their samples "
+                   "are encoded again, so results are unchanged. Look at them, then delete the rejected/ folders "
+                   "(results.json's feature_cache.rejected counts every shard rejected in this run)")
+        if self._warned_rejected:
+            log.info(message)
+        else:
+            log.warning(message)
+            self._warned_rejected = True
 
     def _save(self, key: FeatureKey, ids: np.ndarray, features: torch.Tensor) -> None:
-        if self.directory is None:
+        if self.directory is None or self.write_failed is not None:
             return
         folder = self._folder(key)
-        folder.mkdir(parents=True, exist_ok=True)
         described = folder.parent / "key.json"
-        if key.namespace in self._described and not described.exists():
-            write_atomic(described, lambda path: path.write_text(json.dumps(self._described[key.namespace], indent=2)))
-        payload = {"ids": torch.from_numpy(np.asarray(ids, dtype=np.int64)), "features": features.contiguous()}
-        write_atomic(folder / f"shard-{uuid.uuid4().hex}.pt", lambda path: torch.save(payload, path))
+        payload = shard_payload(key, torch.from_numpy(np.asarray(ids, dtype=np.int64)), features)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if key.namespace in self._described and not described.exists():
+                write_atomic(described,
+                             lambda path: path.write_text(json.dumps(self._described[key.namespace], indent=2)))
+            write_atomic(folder / f"shard-{uuid.uuid4().hex}.pt", lambda path: write_shard(path, payload))
+        except OSError as error:           # a full disk, a folder made read-only: go on without writing
+            self._stop_writing(error)
+
+    def _stop_writing(self, error: OSError) -> None:
+        self.write_failed = os_reason(error)
+        log.warning("feature cache: cannot write to %s (%s): this run goes on without storing features there "
+                    "(results are unchanged; features not on disk are encoded again when needed). Free space or "
+                    "make the folder writable, choose another cache.dir, or keep features in memory only "
+                    "(cache.dir=null)", self.directory, self.write_failed)
 
     def get(self, key: FeatureKey, ids: np.ndarray, encode: Callable[[np.ndarray], torch.Tensor],
             keep: bool = True) -> torch.Tensor:
@@ -155,6 +234,11 @@ class FeatureCache:
         if len(missing):
             new_ids, first = np.unique(ids[missing], return_index=True)
             new = encode(missing[first]).detach().cpu()
+            check_finite(new, self._described.get(key.namespace))
+            if table is not None and table[1].shape[1:] != new.shape[1:]:
+                raise ClpromptError(
+                    f"the feature cache under {self._folder(key)} holds features of width {table[1].shape[1]} "
+                    f"but the image tower gives {new.shape[1]}: its key missed what changed; delete that folder")
             if self.distributed.is_main:
                 self._save(key, new_ids, new)
             self.distributed.barrier()   # every process reads the shard from the disk state they share
@@ -168,7 +252,151 @@ class FeatureCache:
         return table[1][torch.from_numpy(rows)]
 
     def record(self) -> dict:
-        return {"dir": str(self.directory) if self.directory else None, "hits": self.hits, "misses": self.misses}
+        """results.json's ``feature_cache`` fields: the folder, hits, misses, the shards rejected this run and
+        why the folder could not be written (None: it could)."""
+        return {"dir": str(self.directory) if self.directory else None, "hits": self.hits, "misses": self.misses,
+                "rejected": len(self.rejected), "write_failed": self.write_failed}
+
+
+class ShardRejected(Exception):
+    """A shard that must not be read; ``reason`` says why in words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's bytes as they are stored (any dtype, bf16 included), without a copy when contiguous."""
+    return tensor.detach().contiguous().view(torch.uint8).numpy()
+
+
+def shard_checksum(key: FeatureKey, ids: torch.Tensor, features: torch.Tensor) -> str:
+    """sha256 over the key's fields, the ids' and features' dtypes and shapes, then their bytes.
+
+    sha256 because it is the fastest of hashlib's on CPUs with SHA extensions (x86 since 2017, ARMv8);
+    bench/cache_check_speed.py measures its cost against loading the shard."""
+    header = json.dumps({"format": SHARD_FORMAT, "encoder": key.encoder, "dataset": key.dataset,
+                         "views": key.views, "view": key.view, "ids": [str(ids.dtype), list(ids.shape)],
+                         "features": [str(features.dtype), list(features.shape)]}, sort_keys=True)
+    hasher = hashlib.sha256(header.encode())
+    hasher.update(tensor_bytes(ids))
+    hasher.update(tensor_bytes(features))
+    return hasher.hexdigest()
+
+
+def shard_payload(key: FeatureKey, ids: torch.Tensor, features: torch.Tensor) -> dict:
+    """What a shard file holds: the key in clear, the ids, the features and their checksum."""
+    features = features.contiguous()
+    return {"format": SHARD_FORMAT,
+            "key": {"encoder": key.encoder, "dataset": key.dataset, "views": key.views, "view": key.view},
+            "ids": ids, "features": features, "sha256": shard_checksum(key, ids, features)}
+
+
+def write_shard(path: Path, payload: dict) -> None:
+    """torch.save through a file object: a full disk then raises OSError (ENOSPC), which the cache answers
+    by writing no more, where torch.save(payload, path) raises an opaque RuntimeError ('enforce fail at
+    inline_container.cc')."""
+    with open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def read_shard(path: Path, key: FeatureKey, verified: Optional[set] = None) -> tuple[np.ndarray, torch.Tensor]:
+    """(ids, features) of a shard written for ``key`` whose checksum holds; else ShardRejected.
+
+    verified: the identities (inode, size, modification time) of the files this run has verified already;
+    an unchanged one is not hashed again (a run reads a training view's shards once per epoch of every
+    experience), a changed or new one is, and is added. The identity is taken from the open file, so it is
+    that of the bytes read. FileNotFoundError passes through: a shard moved away since its folder was
+    listed is not a damaged one."""
+    identity = None
+    try:
+        with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            identity = (str(path), status.st_ino, status.st_size, status.st_mtime_ns)
+            if status.st_size == 0:
+                raise ShardRejected("is an empty file")
+            payload = torch.load(handle, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, ShardRejected):
+        raise
+    except Exception as error:  # a foreign or truncated file
+        raise ShardRejected(f"cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or "ids" not in payload or "features" not in payload:
+        raise ShardRejected("is not a feature shard (no ids and features)")
+    if "sha256" not in payload or "format" not in payload:
+        raise ShardRejected("was written by an older clprompt, without a checksum")
+    if payload["format"] != SHARD_FORMAT:
+        raise ShardRejected(f"has shard format {payload['format']!r}; this clprompt reads {SHARD_FORMAT}")
+    ids, features = payload["ids"], payload["features"]
+    expected = {"encoder": key.encoder, "dataset": key.dataset, "views": key.views, "view": key.view}
+    if payload.get("key") != expected:
+        raise ShardRejected("was written for another key (a shard copied between folders)")
+    if not (isinstance(ids, torch.Tensor) and isinstance(features, torch.Tensor) and ids.dtype == torch.int64
+            and ids.ndim == 1 and features.ndim == 2 and features.is_floating_point()
+            and features.shape[0] == ids.shape[0]):
+        raise ShardRejected(f"has malformed ids {getattr(ids, 'shape', ids)!s:.40} or features "
+                            f"{getattr(features, 'shape', features)!s:.40}")
+    if verified is None or identity not in verified:
+        if shard_checksum(key, ids, features) != payload["sha256"]:
+            raise ShardRejected("fails its checksum (its bytes changed after it was written)")
+        if verified is not None:
+            verified.add(identity)
+    return ids.numpy(), features
+
+
+def consistent_shards(accepted: list) -> tuple[list, list[tuple[Path, str]]]:
+    """Shards of one table must agree on the features' width and dtype; those that do not (only a writer
+    that got the key wrong could make them) are rejected, keeping the group holding the most rows."""
+    groups: dict[tuple, list] = {}
+    for entry in accepted:
+        groups.setdefault((entry[2].shape[1], entry[2].dtype), []).append(entry)
+    if len(groups) <= 1:
+        return accepted, []
+    kept = max(groups, key=lambda group: sum(len(ids) for _, ids, _ in groups[group]))
+    odd = [(shard, f"has features of width {features.shape[1]} ({features.dtype}) where the other shards have "
+                   f"{kept[0]} ({kept[1]})")
+           for group, entries in groups.items() if group != kept for shard, _, features in entries]
+    return groups[kept], odd
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection reason's short form, for the run's one warning."""
+    for words, kind in (("older clprompt", "written by an older clprompt without a checksum"),
+                        ("checksum", "failed the checksum"), ("another key", "written for another key"),
+                        ("empty", "empty"), ("cannot be read", "unreadable"), ("width", "of another width")):
+        if words in reason:
+            return kind
+    return "malformed"
+
+
+def move_aside(shard: Path) -> Path:
+    """Move a failed shard into ``rejected/`` beside it, under its own name (a numbered one if that is taken)."""
+    folder = shard.parent / REJECTED
+    folder.mkdir(exist_ok=True)
+    target, number = folder / shard.name, 1
+    while target.exists():
+        target, number = folder / f"{shard.name}.{number}", number + 1
+    os.replace(shard, target)
+    return target
+
+
+def os_reason(error: OSError) -> str:
+    """An OS error in words with its code: 'No space left on device (ENOSPC)'."""
+    code = errno.errorcode.get(error.errno) if error.errno else None
+    return f"{error.strerror or error}" + (f" ({code})" if code else "")
+
+
+def check_finite(features: torch.Tensor, words: Optional[dict]) -> None:
+    """Refuse non-finite features from the frozen image tower, before they are stored or trained on."""
+    finite = torch.isfinite(features).all(dim=1) if features.ndim == 2 else torch.isfinite(features).flatten()
+    if bool(finite.all()):
+        return
+    autocast = (words or {}).get("encoder", {}).get("autocast", "the run's precision")
+    raise NonFiniteFeaturesError(
+        f"the frozen image tower gave NaN or infinite features for {int((~finite).sum())} of {len(finite)} images "
+        f"(autocast {autocast}): its weights are damaged or its activations overflow in this precision, which no "
+        "learning rate fixes; use precision=fp32 (or bf16 instead of fp16), or check model.pretrained. Nothing "
+        "was written to the feature cache")
 
 
 def merge(ids: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
@@ -177,13 +405,21 @@ def merge(ids: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, torch.Te
     return unique, features[torch.from_numpy(first)]
 
 
+def write_probe(directory: Path) -> None:
+    """Create and remove an empty file in ``directory``: OSError when it cannot be written."""
+    probe = directory / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def check_writable(directory: Path) -> None:
-    """Refuse, before any work, a cache folder that cannot be created or written."""
+    """Refuse, before any work, a cache folder that cannot be created or written.
+
+    ``FeatureCache`` calls it for a folder that does not exist yet; an existing one that cannot be written is
+    read as it is (one warning)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        write_probe(directory)
     except OSError as error:
         raise ConfigValueError(
             f"cache.dir={directory} is not writable ({error.strerror or error}): choose a folder you can write "
