@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from clprompt.errors import ConfigValueError
 from clprompt.methods.attriclip import AttriCLIP
-from clprompt.methods.zeroshot import ZeroShot
 from clprompt.run import run
 from helpers import compose_config, traced_run
 
@@ -127,19 +126,11 @@ def test_dot_similarity_ranks_by_the_unnormalized_keys_as_the_official_code(tiny
     assert not torch.equal(dot, cosine)
 
 
-def test_without_attributes_the_logits_are_zero_shot_on_name_full_stop(tiny_backbone):
-    """top_c = 0: the context is empty, every class's prompt is "{name}." (the keys then get no loss)."""
-    method = make(tiny_backbone, top_c=0)
-    clip, tokenizer = tiny_backbone.model, tiny_backbone.tokenizer
-    with torch.no_grad():
-        text = F.normalize(clip.encode_text(tokenizer([f"{name}." for name in NAMES])), dim=-1)
-        image = F.normalize(clip.encode_image(images()), dim=-1)
-        zeroshot = ZeroShot(tiny_backbone, NAMES, templates="{}.")(images())
-        torch.testing.assert_close(method(images()), clip.logit_scale.exp() * image @ text.t(), **TOL)
-        torch.testing.assert_close(method(images()), zeroshot, **TOL)
-    logits = method.logits_from_image_features(image)
-    method.regularization(logits, torch.tensor([0, 1, 2]))
-    assert method.loss_terms()["attriclip_keys"] == 0 and method.loss_terms()["attriclip_orthogonality"] > 0
+def test_without_attributes_the_run_would_be_zero_shot_and_is_refused(tiny_backbone):
+    """top_c = 0 would leave every class's prompt "{name}." (zero-shot CLIP under AttriCLIP's name)."""
+    with pytest.raises(ConfigValueError, match=r"method.top_c=0: an image that takes no attribute prompt .*zero-shot "
+                                               r"CLIP; give an integer >= 1"):
+        make(tiny_backbone, top_c=0)
 
 
 def test_an_images_logits_do_not_depend_on_the_rest_of_its_batch(tiny_backbone):
@@ -234,6 +225,9 @@ def test_a_run_trains_the_same_through_the_feature_cache_and_through_images(tmp_
     (dict(bank_size=0), "method.bank_size"),
     (dict(prompt_length=0), "method.prompt_length"),
     (dict(top_c=-1), "method.top_c"),
+    (dict(top_c=0), "method.top_c"),
+    (dict(init_std=0.0), "method.init_std"),
+    (dict(key_weight=float("nan")), "method.key_weight"),
     (dict(top_c=7), "method.top_c"),                       # more than the bank's 6
     (dict(key_weight=-0.1), "method.key_weight"),
     (dict(orthogonality_weight="high"), "method.orthogonality_weight"),

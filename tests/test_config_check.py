@@ -17,7 +17,7 @@ BAD = [
     ("device=tpu", "device='tpu' is not allowed: give auto, per_job, cpu, cuda or cuda:N"),
     ("data.num_workers=-1", "data.num_workers=-1 is not allowed: give auto or an integer >= 0"),
     ("seed=abc", "seed='abc' is not allowed: give an integer"),
-    ("train.optimizer.lr=-1", "train.optimizer.lr=-1 is not allowed: give a number > 0"),
+    ("train.optimizer.lr=-1", "train.optimizer.lr=-1 is not allowed: give a finite number > 0"),
     ("train.optimizer.momentum=1.5", "train.optimizer.momentum=1.5 is not allowed: give a number in \\[0, 1\\)"),
     ("train.augmentation=random", "train.augmentation='random' is not allowed: give model, coop or none"),
     ("eval.protocol=domain", "eval.protocol='domain' is not allowed"),

@@ -1,5 +1,6 @@
 """L2P, DualPrompt and CODA-Prompt: against plain computations of their papers' equations on open_clip's
-own modules (no clprompt adapter or pool helper on the reference side), empty prompts = zero-shot, per-
+own modules (no clprompt adapter or pool helper on the reference side), empty prompts refused (they would be
+zero-shot; tests/test_input_checks.py has every option), an untrained CODA pool = zero-shot, per-
 image selection, frozen old tasks, exact trainable sets, task identification recorded."""
 
 import json
@@ -137,9 +138,14 @@ def test_l2p_equals_the_papers_selection_prompts_and_surrogate_loss(tiny_backbon
                                  [method.pool.prompts, method.pool.keys])
 
 
-@pytest.mark.parametrize("pool", [PromptPool(size=0, length=5, top_k=0), PromptPool(size=4, length=0, top_k=2)])
-def test_l2p_with_an_empty_pool_or_zero_length_prompts_is_zero_shot(tiny_backbone, pool):
-    assert_zero_shot(tiny_backbone, L2P(tiny_backbone, NAMES, pool).eval())
+@pytest.mark.parametrize("options, message", [
+    (dict(size=0, length=5, top_k=0), r"method.pool.size=0: an empty pool inserts nothing: the run would be zero-shot"),
+    (dict(size=4, length=0, top_k=2), r"method.pool.length=0: prompts of no tokens insert nothing"),
+    (dict(size=4, length=2, top_k=0), r"method.pool.top_k=0: .*zero-shot CLIP; give an integer >= 1"),
+])
+def test_l2p_refuses_an_empty_pool_or_zero_length_prompts_which_would_be_zero_shot(options, message):
+    with pytest.raises(ConfigValueError, match=message):
+        PromptPool(**options)
 
 
 def test_l2p_linear_head_scores_the_candidates_only(tiny_backbone):
@@ -217,10 +223,14 @@ def test_dualprompt_test_time_expert_is_the_best_key_and_is_recorded(tiny_backbo
     assert method.chosen_tasks is None
 
 
-def test_dualprompt_with_zero_length_prompts_is_zero_shot(tiny_backbone):
-    method = dualprompt(tiny_backbone, g_length=0, e_length=0)
-    adapt(method, 0)
-    assert_zero_shot(tiny_backbone, method.eval())
+def test_dualprompt_refuses_zero_length_prompts_and_no_prompted_block(tiny_backbone):
+    with pytest.raises(ConfigValueError, match=r"method.g_length=0: G-prompts of no tokens insert nothing .*"
+                                               r"method.g_layers=\[\]\)"):
+        dualprompt(tiny_backbone, g_length=0, e_length=0)
+    with pytest.raises(ConfigValueError, match=r"method.g_layers=\[\] and method.e_layers=\[\]: .*zero-shot"):
+        dualprompt(tiny_backbone, g_layers=[], e_layers=[])
+    without_general = dualprompt(tiny_backbone, g_layers=[], e_layers=[1])   # the paper's ablation: no G-prompt
+    assert without_general.g_layers == [] and without_general.e_layers == [1]
 
 
 def test_dualprompt_refuses_blocks_the_tower_does_not_have(tiny_backbone):
@@ -286,10 +296,10 @@ def test_coda_prompt_new_components_start_orthonormal_to_the_old(tiny_backbone):
         orthonormal_extension(torch.cat([previous, new]), 1)
 
 
-def test_coda_prompt_with_zero_length_prompts_is_zero_shot(tiny_backbone):
-    method = coda(tiny_backbone, length=0)
-    adapt(method, 0)
-    assert_zero_shot(tiny_backbone, method.eval())
+def test_coda_prompt_before_its_first_experience_is_zero_shot_and_empty_options_are_refused(tiny_backbone):
+    assert_zero_shot(tiny_backbone, coda(tiny_backbone).eval())   # no components yet: nothing inserted
+    with pytest.raises(ConfigValueError, match="method.length=0: prompts of no tokens insert nothing"):
+        coda(tiny_backbone, length=0)
 
 
 # ----- all three --------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_coop_initialised_from_words_equals_zeroshot(tiny_backbone):
 
 
 def test_prompt_tokens_are_the_tokenizers_own(tiny_backbone):
-    method = PromptTuning(tiny_backbone, NAMES, TemplateContext("a photo of a {}."), NameLabels())
+    method = PromptTuning(tiny_backbone, NAMES, TemplateContext("a photo of a {}."), LearnedLabels())
     expected = tiny_backbone.tokenizer([f"a photo of a {n}." for n in NAMES])
     assert torch.equal(method.prompt_tokens, expected)
 

@@ -1,4 +1,5 @@
-"""VPT on CLIP's ViT: zero prompts change nothing, prompts train alone, ResNets are refused."""
+"""VPT on CLIP's ViT: zero prompts change nothing (and VPT refuses them), prompts train alone, ResNets are
+refused."""
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 
 from clprompt.model.backbone import load_backbone
 from clprompt.model.clip_adapter import CLIPAdapter
-from clprompt.errors import UnsupportedBackboneError
+from clprompt.errors import ConfigValueError, UnsupportedBackboneError
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.parts.context import TemplateContext
 from clprompt.parts.labels import NameLabels
@@ -19,12 +20,19 @@ def images(n=4):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("depth", [1, None])
+@pytest.mark.parametrize("depth", [1, 2])
 def test_zero_prompt_tokens_equal_open_clips_encode_image(tiny_backbone, depth):
-    method = PromptTuning(tiny_backbone, NAMES, TemplateContext(), NameLabels(), visual=VisualPrompts(0, depth))
+    adapter = CLIPAdapter(tiny_backbone.model)
     with torch.no_grad():
         expected = F.normalize(tiny_backbone.model.encode_image(images()), dim=-1)
-        torch.testing.assert_close(method.image_features(images()), expected, atol=1e-6, rtol=1e-5)
+        empty = [torch.zeros(0, adapter.image_width)] * depth
+        torch.testing.assert_close(adapter.encode_image_with_prompts(images(), empty), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_vpt_without_prompt_tokens_is_refused_as_zero_shot():
+    with pytest.raises(ConfigValueError, match=r"method.visual.length=0: prompts of no tokens insert nothing: the run "
+                                               r"would be zero-shot CLIP; give an integer >= 1"):
+        VisualPrompts(0, 1)
 
 
 @pytest.mark.parametrize("depth", [1, None])

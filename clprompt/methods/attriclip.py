@@ -36,21 +36,23 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from clprompt.config_check import require_choice, require_int, require_number
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError, UnsupportedBackboneError
 from clprompt.methods.base import PromptMethod
 
 log = logging.getLogger(__name__)
 
-SIMILARITIES = ("cosine", "dot")
-ORTHOGONALITY_TEXTS = ("reference", "alone")
+SIMILARITIES = {"cosine": "the paper", "dot": "the official code: image feature . unnormalized key"}
+ORTHOGONALITY_TEXTS = {"reference": "the official code's '[P_m] x ... x.'", "alone": "'[P_m].'"}
 
 
 class AttriCLIP(PromptMethod):
     """CLIP with per-image text contexts chosen from an attribute bank.
 
     keys: [bank_size, embed_dim]; prompts: [bank_size, prompt_length, text width]; both N(0, init_std^2),
-    the official init (std 0.02). top_c: prompts per image (0: the context is empty, the prompt is "name.").
+    the official init (std 0.02, > 0: keys of zero cannot be ranked). top_c: prompts per image, 1..bank_size
+    (0 would leave every class's prompt "name.": zero-shot CLIP, refused).
     prompt_length: as given (refused if L x top_c does not fit the text context beside the longest class name);
     null: ``paper_prompt_length`` (the official 12) where it fits, else the longest that fits
     (``fitted_prompt_length``: 9 on the mini-CLIP's 32 tokens with names of up to 2 tokens, 12 on CLIP's 77).
@@ -88,12 +90,12 @@ class AttriCLIP(PromptMethod):
 
     def fitted_prompt_length(self, paper: int, top_c: int) -> int:
         """The paper's prompt length, or the longest that fits where it does not: L x top_c context tokens beside
-        the stream's longest class name, "[SOT] <L x top_c> name . [EOT]" within the text context (L + 3 tokens
-        for the prompt alone when top_c is 0). Logs one line when it is shorter than the paper's. Where not even
-        one token fits, the paper's (refused by ``_build_layouts``, which says what to lower)."""
+        the stream's longest class name, "[SOT] <L x top_c> name . [EOT]" within the text context. Logs one line
+        when it is shorter than the paper's. Where not even one token fits, the paper's (refused by
+        ``_build_layouts``, which says what to lower)."""
         limit, full_stop = self.clip.context_length, len(self.tokenizer.encode("."))
         longest = max(len(self.tokenizer.encode(name)) for name in self.class_names)
-        room = (limit - 2 - longest - full_stop) // top_c if top_c else limit - 2 - full_stop
+        room = (limit - 2 - longest - full_stop) // top_c
         if room >= paper or room < 1:
             return paper
         log.info("AttriCLIP: the paper's prompt_length %d x top_c %d does not fit the text context of %d tokens beside "
@@ -107,23 +109,20 @@ class AttriCLIP(PromptMethod):
     @staticmethod
     def _check_options(bank_size, prompt_length, top_c, key_weight, orthogonality_weight, similarity,
                        orthogonality_text, init_std, prompts_per_pass) -> None:
-        for key, value, minimum in (("bank_size", bank_size, 1), ("prompt_length", prompt_length, 1),
-                                    ("top_c", top_c, 0), ("prompts_per_pass", prompts_per_pass, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigValueError(f"method.{key}={value!r}: give an integer >= {minimum}")
+        require_int("method.bank_size", bank_size, 1, if_zero="an empty bank has no attribute to choose")
+        require_int("method.prompt_length", prompt_length, 1, if_zero="attribute prompts of no tokens add nothing")
+        require_int("method.top_c", top_c, 1, what="(attributes per image)", if_zero="an image that takes no attribute "
+                    "prompt gets the prompt 'name.' for every class: the run would be zero-shot CLIP")
+        require_int("method.prompts_per_pass", prompts_per_pass, 1, what="(lower it when memory runs out)")
         if top_c > bank_size:
             raise ConfigValueError(f"method.top_c={top_c} is larger than method.bank_size={bank_size}: an image cannot "
                                    "take more attributes than the bank holds; lower top_c or grow the bank")
-        for key, value in (("key_weight", key_weight), ("orthogonality_weight", orthogonality_weight),
-                           ("init_std", init_std)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise ConfigValueError(f"method.{key}={value!r}: give a number >= 0")
-        if similarity not in SIMILARITIES:
-            raise ConfigValueError(f"method.similarity={similarity!r}; choose cosine (the paper) or dot (the official "
-                                   "code: image feature . unnormalized key)")
-        if orthogonality_text not in ORTHOGONALITY_TEXTS:
-            raise ConfigValueError(f"method.orthogonality_text={orthogonality_text!r}; choose reference (the official "
-                                   "code's '[P_m] x ... x.') or alone ('[P_m].')")
+        require_number("method.key_weight", key_weight, what="(the official 0.7)")
+        require_number("method.orthogonality_weight", orthogonality_weight, what="(the official 0.3)")
+        require_number("method.init_std", init_std, 0, strict=True, what="(the official 0.02)",
+                       if_zero="keys and prompts all 0 cannot be ranked (every image would take the same attributes)")
+        require_choice("method.similarity", similarity, SIMILARITIES)
+        require_choice("method.orthogonality_text", orthogonality_text, ORTHOGONALITY_TEXTS)
 
     # ----------------------------------------------------------------------------------------- layouts
 
@@ -139,7 +138,7 @@ class AttriCLIP(PromptMethod):
         names = [tokenizer.encode(name) for name in self.class_names]
         longest = max(len(n) for n in names)
         if 1 + context_length + longest + len(full_stop) + 1 > limit:
-            room = (limit - 2 - longest - len(full_stop)) // max(1, self.top_c)
+            room = (limit - 2 - longest - len(full_stop)) // self.top_c
             raise ConfigValueError(
                 f"method.prompt_length={self.prompt_length} x method.top_c={self.top_c} context tokens do not fit the "
                 f"text tower's context length {limit} beside the longest class name ({longest} tokens): lower "
@@ -155,9 +154,6 @@ class AttriCLIP(PromptMethod):
         self.eot_list = eots
         fillers = self._x_words(self.prompt_length * (self.top_c - 1)) if self.orthogonality_text == "reference" else []
         alone = [sot] + self._x_words(self.prompt_length) + fillers + full_stop + [eot]
-        if len(alone) > limit:   # only reachable with top_c 0 (else the class prompts are longer)
-            raise ConfigValueError(f"method.prompt_length={self.prompt_length}: a prompt alone does not fit the text "
-                                   f"tower's context length {limit}; lower method.prompt_length")
         self.register_buffer("alone_tokens", torch.tensor(alone), persistent=False)
 
     def _x_words(self, n: int) -> list[int]:
@@ -239,11 +235,7 @@ class AttriCLIP(PromptMethod):
         self.last_image_features = image
         selections = self.select(image)                                      # [B, C]
         self.last_selection = selections
-        if self.top_c == 0:   # every image has the same (empty) context
-            groups = selections[:1]
-            which = torch.zeros(len(image), dtype=torch.long, device=image.device)
-        else:
-            groups, which = torch.unique(selections, dim=0, return_inverse=True)
+        groups, which = torch.unique(selections, dim=0, return_inverse=True)
         text = self._grouped_text_features(groups)[which]                   # [B, K, D]
         scores = self.clip.logit_scale * (text.to(image.dtype) @ image[:, :, None])[..., 0]
         return self.scatter_candidates(scores)
@@ -268,9 +260,7 @@ class AttriCLIP(PromptMethod):
         return F.normalize(self.clip.encode_token_embeddings(embeddings, eot, length=words.shape[0]), dim=-1)
 
     def key_matching_loss(self) -> torch.Tensor:
-        """L_K = mean over the last batch's images and chosen keys of 1 - cos(z_b, k_bc) (0 when top_c is 0)."""
-        if self.top_c == 0:
-            return self.keys.new_zeros(())
+        """L_K = mean over the last batch's images and chosen keys of 1 - cos(z_b, k_bc)."""
         chosen = F.normalize(self.keys[self.last_selection].float(), dim=-1)          # [B, C, D]
         return 1 - (self.last_image_features.float()[:, None] * chosen).sum(-1).mean()
 

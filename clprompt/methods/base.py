@@ -33,6 +33,9 @@ class PromptMethod(torch.nn.Module):
         self.class_names = list(class_names)
         self.candidate_classes: list[int] = list(range(len(self.class_names)))
         self._text_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        # the class names the tokenizer cuts in this method's whole-prompt templates (clprompt.parts.labels.
+        # check_cut_names): recorded in results.json through resolved_options
+        self.cut_class_names: dict = {}
 
     @property
     def n_classes(self) -> int:
@@ -73,9 +76,10 @@ class PromptMethod(torch.nn.Module):
     def resolved_options(self) -> dict:
         """The options whose values the backbone decided, as used (option -> value): the prompted blocks scaled
         from the paper's (DualPrompt, CODA-Prompt, MaPLe: clprompt.parts.blocks), the prompt length fitted to the
-        text context (AttriCLIP), with the tower sizes and the values they came from. Empty when no option
-        depends on the backbone. For results.json and the run's log."""
-        return {}
+        text context (AttriCLIP), with the tower sizes and the values they came from; the class names the text
+        context cuts (``cut_class_names``). Empty when no option depends on the backbone. For results.json and the
+        run's log."""
+        return {"cut_class_names": self.cut_class_names} if self.cut_class_names else {}
 
     def set_candidate_classes(self, class_ids: Sequence[int]) -> None:
         ids = sorted(int(c) for c in class_ids)

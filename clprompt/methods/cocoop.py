@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from clprompt.config_check import require_int
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.prompt_tuning import PromptTuning
@@ -24,12 +25,18 @@ from clprompt.parts.labels import NameLabels
 
 
 class CoCoOp(PromptTuning):
+    learns_own_prompts = True   # the meta-net
+
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context: LearnedContext,
                  labels=None, reduction: int = 16, prompts_per_pass: int = 8192):
+        if not isinstance(context, LearnedContext):
+            raise ConfigValueError(f"CoCoOp adds its image-conditioned bias to learned context vectors, but "
+                                   f"method.context is a {type(context).__name__}: give method.context._target_="
+                                   "clprompt.parts.context.LearnedContext (as method=cocoop)")
+        require_int("method.reduction", reduction, 1, what="(meta-net hidden width = image feature width / reduction)")
+        require_int("method.prompts_per_pass", prompts_per_pass, 1,
+                    what="(the text tower's rows per forward; lower it when memory runs out)")
         super().__init__(backbone, class_names, context, labels if labels is not None else NameLabels())
-        if prompts_per_pass < 1:
-            raise ConfigValueError(f"method.prompts_per_pass={prompts_per_pass}: give the text tower's rows per "
-                                   "forward, 1 or more (lower it when memory runs out)")
         self.prompts_per_pass = prompts_per_pass
         image_dim = backbone.model.visual.output_dim
         text_width = self.clip.clip.token_embedding.weight.shape[1]

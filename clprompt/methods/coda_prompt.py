@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.models.dynamic_modules import DynamicModule
 
+from clprompt.config_check import require_int, require_number
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
@@ -43,8 +44,6 @@ def orthonormal_extension(previous: torch.Tensor, count: int, generator=None) ->
     """``count`` unit vectors orthogonal to the rows of ``previous`` [n, D] and to each other (Gram-Schmidt
     on random normal vectors, as the reference's ``gram_schmidt``): [count, D]."""
     dim = previous.shape[1]
-    if dim == 0:   # zero-length components: nothing to orthogonalise
-        return previous.new_zeros((count, 0))
     if previous.shape[0] + count > dim:
         raise ConfigValueError(f"CODA-Prompt: {previous.shape[0] + count} components cannot be orthogonal in {dim} "
                                "dimensions: lower method.components_per_task (or use fewer tasks)")
@@ -111,19 +110,33 @@ class CODAPrompt(KeyedPromptMethod):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], components_per_task: int = 10,
                  length: int = 8, layers=None, ortho_weight: float = 0.0, classifier: str = "text",
                  context=None, labels=None, paper_blocks=PAPER_BLOCKS):
+        zero_shot = "the run would be zero-shot CLIP"
+        require_int("method.components_per_task", components_per_task, 1,
+                    if_zero=f"no components make every prompt empty: {zero_shot}")
+        require_int("method.length", length, 2, what="and even (half prefix keys, half prefix values)",
+                    if_zero=f"prompts of no tokens insert nothing: {zero_shot}")
+        if length % 2:
+            raise ConfigValueError(f"method.length={length}: an even integer >= 2 (half prefix keys, half prefix "
+                                   f"values), e.g. method.length={length + 1}")
+        ortho_weight = require_number("method.ortho_weight", ortho_weight, what="(the reference: 0.0)")
         super().__init__(backbone, class_names, context, labels, classifier)
         used, self.scaled_from = resolve_block_lists("CODA-Prompt", {"layers": layers}, paper_blocks,
                                                      self.clip.image_layers)
         self.layers = used["layers"]
-        if not isinstance(length, int) or length < 0 or length % 2:
-            raise ConfigValueError(f"method.length={length!r}: an even integer >= 0 (half prefix keys, half values)")
-        if not isinstance(components_per_task, int) or components_per_task < 0:
-            raise ConfigValueError(f"method.components_per_task={components_per_task!r}: an integer >= 0")
-        if ortho_weight < 0:
-            raise ConfigValueError(f"method.ortho_weight={ortho_weight}: a number >= 0")
+        if not self.layers:
+            given = "method.layers=[]" if layers is not None else "method.paper_blocks.layers=[]"
+            raise ConfigValueError(f"{given}: no block gets a prompt: {zero_shot}; give block indices in "
+                                   f"0..{self.clip.image_layers - 1}, e.g. method.layers=[0], or method.layers=null "
+                                   "(the paper's blocks, scaled)")
+        query_dim = int(backbone.model.visual.output_dim)
+        room = min(query_dim, length * self.clip.image_width)
+        if components_per_task > room:
+            raise ConfigValueError(f"method.components_per_task={components_per_task}: a task's components, keys and "
+                                   f"attention vectors start orthonormal, and {components_per_task} cannot be in "
+                                   f"{room} dimensions (this backbone's query width {query_dim}); give at most {room} "
+                                   "(and fewer over many tasks: each task adds its own)")
         self.length, self.ortho_weight = length, ortho_weight
-        self.pool = PromptComponents(len(self.layers), components_per_task, length, self.clip.image_width,
-                                     int(backbone.model.visual.output_dim))
+        self.pool = PromptComponents(len(self.layers), components_per_task, length, self.clip.image_width, query_dim)
 
     def prompt_weights(self, query: torch.Tensor, keys: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """alpha [B, M] = cos(q * A_m, K_m) for one block's keys / attention vectors [M, d]."""

@@ -33,6 +33,7 @@ from typing import Sequence
 import torch
 from avalanche.models.dynamic_modules import DynamicModule
 
+from clprompt.config_check import require_bool, require_int, require_number
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
@@ -71,16 +72,24 @@ class DualPrompt(KeyedPromptMethod):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], g_length: int = 5, g_layers=None,
                  e_length: int = 5, e_layers=None, pull_weight: float = 1.0, freeze_old: bool = True,
                  classifier: str = "text", context=None, labels=None, paper_blocks=PAPER_BLOCKS):
+        for prompt, name, value in (("G", "g_length", g_length), ("E", "e_length", e_length)):
+            require_int(f"method.{name}", value, 1, what="(prefix tokens per block)",
+                        if_zero=f"{prompt}-prompts of no tokens insert nothing (to leave the {prompt}-prompt out, give "
+                                f"method.{name[0]}_layers=[])")
+        pull_weight = require_number("method.pull_weight", pull_weight, what="(the reference: 1.0)")
+        require_bool("method.freeze_old", freeze_old)
         super().__init__(backbone, class_names, context, labels, classifier)
         depth, width = self.clip.image_layers, self.clip.image_width
         used, self.scaled_from = resolve_block_lists("DualPrompt", {"g_layers": g_layers, "e_layers": e_layers},
                                                      paper_blocks, depth)
         self.g_layers, self.e_layers = used["g_layers"], used["e_layers"]
-        for name, value in (("g_length", g_length), ("e_length", e_length)):
-            if not isinstance(value, int) or value < 0:
-                raise ConfigValueError(f"method.{name}={value!r}: give an integer >= 0 (prefix tokens per block)")
-        if pull_weight < 0:
-            raise ConfigValueError(f"method.pull_weight={pull_weight}: give a number >= 0 (the reference: 1.0)")
+        if not self.g_layers and not self.e_layers:
+            scaled = " (a null list: method.paper_blocks' scaled)" if g_layers is None or e_layers is None else ""
+            raise ConfigValueError(f"method.g_layers=[] and method.e_layers=[]{scaled}: no block gets a G- or an "
+                                   "E-prompt, so nothing is inserted and the run would be zero-shot CLIP; give block "
+                                   f"indices in 0..{depth - 1} to at least one of them (one list may be empty: "
+                                   "DualPrompt without its G- or E-prompt), e.g. method.g_layers=[0] "
+                                   f"method.e_layers=[{min(1, depth - 1)}]")
         self.pull_weight = pull_weight
         self.g_prompt = torch.nn.Parameter(uniform_(torch.empty(len(self.g_layers), 2, g_length, width)))
         self.experts = ExpertPrompts(int(backbone.model.visual.output_dim), len(self.e_layers), e_length, width,

@@ -16,14 +16,14 @@ from typing import Sequence
 import torch
 from avalanche.models.dynamic_modules import DynamicModule
 
+from clprompt.config_check import require_choice
 from clprompt.model.backbone import Backbone
-from clprompt.errors import ConfigValueError
 from clprompt.methods.prompt_tuning import PromptTuning
 from clprompt.parts.context import TemplateContext
 from clprompt.parts.labels import NameLabels
 from clprompt.parts.prompt_pool import query_features
 
-CLASSIFIERS = ("text", "linear")
+CLASSIFIERS = {"text": "CLIP's class-name text features", "linear": "the original's linear head on the image feature"}
 
 
 class TaskClasses(DynamicModule):
@@ -60,11 +60,11 @@ class KeyedPromptMethod(PromptTuning):
     (name -> scalar tensor, summed into the loss while training).
     """
 
+    learns_own_prompts = True   # the image-side prompts; the text side may stay a fixed template
+
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context=None, labels=None,
                  classifier: str = "text"):
-        if classifier not in CLASSIFIERS:
-            raise ConfigValueError(f"method.classifier={classifier!r}; choose text (CLIP's class-name text features) "
-                                   "or linear (the original's linear head on the image feature)")
+        require_choice("method.classifier", classifier, CLASSIFIERS)
         super().__init__(backbone, class_names, context if context is not None else TemplateContext(),
                          labels if labels is not None else NameLabels())
         self.clip.require_vit(type(self).__name__)

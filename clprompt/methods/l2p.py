@@ -16,8 +16,8 @@ from typing import Sequence
 
 import torch
 
+from clprompt.config_check import require_number
 from clprompt.model.backbone import Backbone
-from clprompt.errors import ConfigValueError
 from clprompt.methods.keyed_prompts import KeyedPromptMethod
 from clprompt.parts.prompt_pool import PromptPool
 
@@ -25,9 +25,8 @@ from clprompt.parts.prompt_pool import PromptPool
 class L2P(KeyedPromptMethod):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], pool: PromptPool = None,
                  pull_weight: float = 0.1, classifier: str = "text", context=None, labels=None):
+        pull_weight = require_number("method.pull_weight", pull_weight, what="(the reference: 0.1)")
         super().__init__(backbone, class_names, context, labels, classifier)
-        if pull_weight < 0:
-            raise ConfigValueError(f"method.pull_weight={pull_weight}: give a number >= 0 (the reference: 0.1)")
         self.pool = pool if pool is not None else PromptPool()
         self.pool.bind(self.clip)
         self.pull_weight = pull_weight
@@ -36,6 +35,6 @@ class L2P(KeyedPromptMethod):
         indices, similarities = self.pool.select(query)
         self.last_selection = indices
         terms = {}
-        if self.training and similarities.numel():
+        if self.training:
             terms["l2p_pull"] = self.pull_weight * (1 - similarities).sum(dim=1).mean()
         return [self.pool.gather(indices)], None, terms

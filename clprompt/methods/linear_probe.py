@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from avalanche.models.dynamic_modules import DynamicModule
 
+from clprompt.config_check import require_choice, require_template
 from clprompt.model.backbone import Backbone
-from clprompt.errors import ConfigValueError
 from clprompt.methods.base import PromptMethod
 from clprompt.methods.zeroshot import ZeroShot
 
@@ -42,11 +42,13 @@ class LinearProbe(PromptMethod):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], init: str = "random",
                  template: str = "a photo of a {}."):
         super().__init__(backbone, class_names)
-        if init not in ("random", "text"):
-            raise ConfigValueError(f"method.init={init!r}; choose random (Classifier-R) or text (Classifier-C)")
+        require_choice("method.init", init, {"random": "Classifier-R", "text": "Classifier-C"})
         if init == "text":
+            require_template("method.template", template)
+            zero_shot = ZeroShot(backbone, class_names, templates=template)   # checks the names the context cuts
+            self.cut_class_names = zero_shot.cut_class_names
             with torch.no_grad():
-                initial = ZeroShot(backbone, class_names, templates=template).class_text_features(range(self.n_classes))
+                initial = zero_shot.class_text_features(range(self.n_classes))
         else:
             initial = F.normalize(torch.randn(self.n_classes, backbone.model.visual.output_dim), dim=-1)
         self.head = ClassRows(initial.float())

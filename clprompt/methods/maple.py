@@ -35,8 +35,14 @@ PAPER_BLOCKS = MappingProxyType({"of": 12, "depth": 9})
 
 
 class MaPLe(PromptTuning):
+    learns_own_prompts = True   # the deep text prompts and the coupling maps
+
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context: LearnedContext,
                  labels=None, depth: Optional[int] = None, alignment=None, paper_blocks=PAPER_BLOCKS):
+        if not isinstance(context, LearnedContext):
+            raise ConfigValueError(f"MaPLe couples learned context vectors to the image tower, but method.context is a "
+                                   f"{type(context).__name__}: give method.context._target_=clprompt.parts.context."
+                                   "LearnedContext (as method=maple)")
         if context.class_specific:
             raise ConfigValueError("MaPLe couples one shared context to the image tower: class_specific must be false")
         super().__init__(backbone, class_names, context, labels if labels is not None else NameLabels(),

@@ -16,18 +16,26 @@ import torch.nn.functional as F
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.base import PromptMethod
+from clprompt.parts.context import LearnedContext
+from clprompt.parts.labels import LearnedLabels
 
 
 class PromptTuning(PromptMethod):
     """A PromptMethod whose class text features come from a context part and a label part.
 
     visual: visual prompts (a ``VisualPrompts``) or None for the frozen image tower.
-    alignment: LAMM's hierarchical loss terms (a ``LabelAlignmentLoss``) or None.
+    alignment: LAMM's hierarchical loss terms (a ``LabelAlignmentLoss``) or None; it aligns learned labels, so it
+    needs ``LearnedLabels``. A composition with nothing to learn (a fixed template, the names' own labels, no
+    visual prompts) is refused: it would be zero-shot CLIP under the method's name.
     """
+
+    # a subclass with prompts of its own (CoCoOp's meta-net, MaPLe's, the keyed pools, S-Prompts') sets this
+    learns_own_prompts = False
 
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context, labels, visual=None,
                  alignment=None):
         super().__init__(backbone, class_names)
+        check_learned_parts(context, labels, visual, alignment, self.learns_own_prompts)
         self.context, self.labels, self.visual, self.alignment = context, labels, visual, alignment
         if visual is not None:
             visual.bind(self.clip)
@@ -166,3 +174,20 @@ class PromptTuning(PromptMethod):
 
     def loss_terms(self) -> dict:
         return dict(getattr(self.alignment, "last_terms", {})) if self.alignment is not None else {}
+
+
+def check_learned_parts(context, labels, visual, alignment, learns_own_prompts: bool) -> None:
+    """The parts learn something, and LAMM's alignment has learned labels to align (with the names' own labels
+    it would fail at the first step)."""
+    if alignment is not None and not isinstance(labels, LearnedLabels):
+        raise ConfigValueError(f"method.alignment (LAMM's loss) aligns learned labels, but method.labels is "
+                               f"{type(labels).__name__}: give method.labels._target_=clprompt.parts.labels."
+                               "LearnedLabels, or drop the alignment with ~method.alignment")
+    if learns_own_prompts or visual is not None or isinstance(context, LearnedContext) \
+            or isinstance(labels, LearnedLabels):
+        return
+    raise ConfigValueError(f"method: a fixed context ({type(context).__name__}), the names' own labels "
+                           f"({type(labels).__name__}) and no visual prompts learn nothing: the run would be zero-shot "
+                           "CLIP under this method's name; give a learned part (method.context._target_=clprompt.parts."
+                           "context.LearnedContext, method.labels._target_=clprompt.parts.labels.LearnedLabels or "
+                           "method.visual), or use method=zeroshot")

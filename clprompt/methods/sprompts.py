@@ -44,12 +44,13 @@ from avalanche.core import SupervisedPlugin
 from avalanche.models.dynamic_modules import DynamicModule
 from torch.utils.data import DataLoader
 
+from clprompt.config_check import SEED_RANGE, require_choice, require_int, require_template, require_words
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt.methods.prompt_tuning import PromptTuning
-from clprompt.parts.labels import NameLabels
+from clprompt.parts.labels import NameLabels, check_cut_names
 
-DISTANCES = ("l1", "euclidean")
+DISTANCES = {"l1": "the reference code's sum |f - c|", "euclidean": "the squared Euclidean distance"}
 
 
 # ---- K-means: scikit-learn's, as the reference's ---------------------------------------------------------
@@ -116,7 +117,13 @@ class TaskPrompts(DynamicModule):
         self.image_width = clip.image_width
         self.context_start = None
         if self.context_init:
-            ids = torch.tensor(tokenizer.encode(self.context_init), device=clip.clip.token_embedding.weight.device)
+            ids = torch.tensor(tokenizer.encode(self.context_init), dtype=torch.long,
+                               device=clip.clip.token_embedding.weight.device)
+            if not len(ids) and not self.image_length:
+                raise ConfigValueError(f"method.context_init={self.context_init!r} gives no token and "
+                                       "method.image_prompt_length=0: a task learns nothing, the run would be "
+                                       "zero-shot CLIP; give words, e.g. 'a photo of a', or null "
+                                       "(method.context_length vectors)")
             with torch.no_grad():
                 self.context_start = clip.embed_tokens(ids[None])[0].float().cpu()
             self.context_length = int(self.context_start.shape[0])
@@ -216,13 +223,17 @@ class SPrompts(PromptTuning):
     feature and the centres; template: the zero-shot prompt of classes no trained task owns.
     """
 
+    learns_own_prompts = True   # each task's context and image prompts
+
     def __init__(self, backbone: Backbone, class_names: Sequence[str], context_length: int = 16,
                  context_init: Optional[str] = None, image_prompt_length: int = 10, clusters: int = 5,
                  kmeans_seed: int = 0, kmeans_iterations: int = 300, distance: str = "l1",
                  template: str = "a photo of a {}."):
-        check_options(context_length, image_prompt_length, clusters, kmeans_iterations, distance, template)
+        check_options(context_length, context_init, image_prompt_length, clusters, kmeans_seed, kmeans_iterations,
+                      distance, template)
         tasks = TaskPrompts(context_length, context_init, image_prompt_length, clusters)
         super().__init__(backbone, class_names, ContextSlots(tasks), NameLabels())
+        self.cut_class_names = check_cut_names(self.tokenizer, self.class_names, [template], "method.template")
         self.tasks = tasks
         self.kmeans_seed, self.kmeans_iterations = int(kmeans_seed), int(kmeans_iterations)
         self.distance, self.template = distance, template
@@ -382,14 +393,21 @@ class SPrompts(PromptTuning):
                             "cached features (its frozen_image_side is False)")
 
 
-def check_options(context_length, image_prompt_length, clusters, kmeans_iterations, distance, template) -> None:
+def check_options(context_length, context_init, image_prompt_length, clusters, kmeans_seed, kmeans_iterations,
+                  distance, template) -> None:
+    """Each option in its range, refused where it would make S-Prompts something else: a task with no context
+    vectors and no image prompts learns nothing (zero-shot CLIP); one of the two may be 0 (the paper's S-iPrompts
+    and S-lPrompts variants)."""
     for name, value, least in (("context_length", context_length, 0), ("image_prompt_length", image_prompt_length, 0),
                                ("clusters", clusters, 1), ("kmeans_iterations", kmeans_iterations, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigValueError(f"method.{name}={value!r}: give an integer >= {least} (the reference's: "
-                                   f"context_length 16, image_prompt_length 10, clusters 5)")
-    if distance not in DISTANCES:
-        raise ConfigValueError(f"method.distance={distance!r}; choose l1 (the reference code's) or euclidean")
-    if not isinstance(template, str) or template.count("{}") != 1:
-        raise ConfigValueError(f"method.template={template!r}: give a prompt with exactly one '{{}}' for the class "
-                               "name, e.g. 'a photo of a {}.'")
+        require_int(f"method.{name}", value, least, what="(the reference's: context_length 16, image_prompt_length 10, "
+                    "clusters 5, kmeans_iterations 300)", if_zero="no centre to choose a task by" if name == "clusters"
+                    else "")
+    require_words("method.context_init", context_init)
+    if context_init is None and context_length == 0 and image_prompt_length == 0:
+        raise ConfigValueError("method.context_length=0 and method.image_prompt_length=0: a task learns no context "
+                               "and no image prompts, so the run would be zero-shot CLIP under S-Prompts' name; give "
+                               "either (or both) >= 1 (the reference's: 16 and 10)")
+    require_int("method.kmeans_seed", kmeans_seed, *SEED_RANGE, what="(scikit-learn's random_state)")
+    require_choice("method.distance", distance, DISTANCES)
+    require_template("method.template", template)

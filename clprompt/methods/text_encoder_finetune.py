@@ -13,14 +13,18 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from clprompt.config_check import require_template
 from clprompt.model.backbone import Backbone
 from clprompt.model.clip_adapter import CLIPAdapter
 from clprompt.methods.base import PromptMethod
+from clprompt.parts.labels import check_cut_names
 
 
 class TextEncoderFinetune(PromptMethod):
     def __init__(self, backbone: Backbone, class_names: Sequence[str], template: str = "a photo of a {}."):
         super().__init__(backbone, class_names)
+        require_template("method.template", template)
+        self.cut_class_names = check_cut_names(self.tokenizer, self.class_names, [template], "method.template")
         text_copy = copy.deepcopy(backbone.model)
         text_copy.visual = torch.nn.Identity()  # the image side stays with the shared backbone
         text_copy.requires_grad_(False)

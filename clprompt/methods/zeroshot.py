@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
+from clprompt.config_check import require_int
 from clprompt.model.backbone import Backbone
 from clprompt.errors import ConfigValueError
 from clprompt.methods.base import PromptMethod
+from clprompt.parts.labels import check_cut_names
 
 # CLIP's ImageNet prompt ensembles: all 80 templates, and the 7 the CLIP authors selected.
 TEMPLATE_ENSEMBLES = {
@@ -25,9 +27,13 @@ def resolve_templates(templates: Union[str, Sequence[str]]) -> list[str]:
         if templates in TEMPLATE_ENSEMBLES:
             return list(TEMPLATE_ENSEMBLES[templates])
         templates = [templates]
-    templates = list(templates)
-    bad = [t for t in templates if t.count("{}") != 1]
-    if not templates or bad:
+    templates = list(templates) if hasattr(templates, "__iter__") else [templates]
+    if not templates:
+        raise ConfigValueError("method.templates=[]: no template gives no class text feature; give a template with "
+                               "'{}' for the class name, a list of them, or an ensemble: "
+                               f"{', '.join(TEMPLATE_ENSEMBLES)}")
+    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+    if bad:
         raise ConfigValueError(
             f"method.templates: each template needs exactly one '{{}}' for the class name (bad: {bad}); "
             f"or name an ensemble: {', '.join(TEMPLATE_ENSEMBLES)}"
@@ -36,13 +42,18 @@ def resolve_templates(templates: Union[str, Sequence[str]]) -> list[str]:
 
 
 class ZeroShot(PromptMethod):
-    """Class text feature = normalized mean of the normalized features of each template (CLIP's ensembling)."""
+    """Class text feature = normalized mean of the normalized features of each template (CLIP's ensembling).
+
+    The prompts are tokenized whole, so names the text context cuts are checked once here
+    (``check_cut_names``: refused where the cut makes two classes one, else a warning and a record)."""
 
     def __init__(self, backbone: Backbone, class_names: Sequence[str],
                  templates: Union[str, Sequence[str]] = "a photo of a {}.", text_batch_size: int = 1024):
         super().__init__(backbone, class_names)
         self.templates = resolve_templates(templates)
-        self.text_batch_size = text_batch_size
+        self.text_batch_size = require_int("method.text_batch_size", text_batch_size, 1,
+                                           what="(prompts per text-tower forward)")
+        self.cut_class_names = check_cut_names(self.tokenizer, self.class_names, self.templates, "method.templates")
 
     def class_text_features(self, class_ids: Sequence[int]) -> torch.Tensor:
         prompts = [t.format(self.class_names[c]) for c in class_ids for t in self.templates]

@@ -33,13 +33,23 @@ PAPER_TOWER = 12   # ViT-B's blocks per tower, what the papers' lists are writte
 
 
 def check_layers(name: str, layers, depth: int) -> list[int]:
-    """``layers`` as distinct block indices of a ``depth``-block tower (the run's own blocks, as given)."""
-    layers = [int(layer) for layer in (layers or [])]
-    if any(not 0 <= layer < depth for layer in layers) or len(set(layers)) != len(layers):
-        fitting = sorted({layer for layer in layers if 0 <= layer < depth}) or [depth - 1]
-        raise ConfigValueError(f"method.{name}={layers}: distinct block indices in 0..{depth - 1} (this image tower has "
+    """``layers`` as distinct block indices of a ``depth``-block tower (the run's own blocks, as given). An empty
+    list passes here: whether a method may leave a list empty is the method's to say."""
+    items = [] if layers is None else layers
+    if isinstance(items, (str, bytes, int, float)):
+        items = [items]   # a single value: refused below unless it is a list
+        listed = False
+    else:
+        items, listed = list(items), True
+    whole = [item for item in items if isinstance(item, int) and not isinstance(item, bool)]
+    if (not listed or len(whole) != len(items) or any(not 0 <= layer < depth for layer in whole)
+            or len(set(whole)) != len(whole)):
+        fitting = sorted({layer for layer in whole if 0 <= layer < depth}) or [depth - 1]
+        shown = [int(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in items] \
+            if listed else layers
+        raise ConfigValueError(f"method.{name}={shown}: distinct block indices in 0..{depth - 1} (this image tower has "
                                f"{depth} blocks; the papers' ViT-B has 12), e.g. method.{name}=[{','.join(map(str, fitting))}]")
-    return layers
+    return [int(layer) for layer in whole]
 
 
 def scale_cut(point: int, of: int, blocks: int) -> int:

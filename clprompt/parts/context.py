@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from clprompt.config_check import require_bool, require_choice, require_int, require_template, require_words
 from clprompt.errors import ConfigValueError
 
 # A segment is ("words", token ids) for frozen words, ("context", k) for learned vector k, ("label",).
@@ -23,9 +24,7 @@ class TemplateContext(torch.nn.Module):
 
     def __init__(self, template: str = "a photo of a {}."):
         super().__init__()
-        if template.count("{}") != 1:
-            raise ConfigValueError(f"context template {template!r} needs exactly one '{{}}' for the label")
-        self.template = template
+        self.template = require_template("method.context.template", template)
         self.length = 0
 
     def bind(self, clip, tokenizer, n_classes: int) -> None:
@@ -51,15 +50,22 @@ class LearnedContext(torch.nn.Module):
     class_specific: one context per class (CSC) instead of one shared by all classes.
     position: where the label goes: 'end' ([ctx] label .), 'middle' (half, label, half), 'front'.
     words_after: frozen words between the context and the label ('end' only; MaPLe: "of a").
+    A context of no vectors (length 0, or init_words that give no token) is refused: it would learn nothing.
     """
 
     def __init__(self, length: int = 16, init_words: Optional[str] = None, class_specific: bool = False,
                  position: str = "end", suffix: str = ".", words_after: str = ""):
         super().__init__()
-        if position not in ("end", "middle", "front"):
-            raise ConfigValueError(f"context.position={position!r}; choose end, middle or front")
-        if init_words is None and length < 1:
-            raise ConfigValueError(f"context.length={length}: a learned context needs at least one vector")
+        require_choice("method.context.position", position,
+                       {"end": "[ctx] label .", "middle": "half, label, half", "front": "label [ctx] ."})
+        require_words("method.context.init_words", init_words)
+        if init_words is None:
+            require_int("method.context.length", length, 1,
+                        if_zero="a learned context of no vectors learns nothing: the prompt is the bare name")
+        require_bool("method.context.class_specific", class_specific)
+        for key, value in (("suffix", suffix), ("words_after", words_after)):
+            if not isinstance(value, str):
+                raise ConfigValueError(f"method.context.{key}={value!r}: give words (a string; '' for none)")
         self.requested_length, self.init_words = length, init_words
         self.class_specific, self.position, self.suffix = class_specific, position, suffix
         self.words_after = words_after
@@ -69,7 +75,10 @@ class LearnedContext(torch.nn.Module):
         self.tokenizer = tokenizer
         width = clip.clip.token_embedding.weight.shape[1]
         if self.init_words:
-            ids = torch.tensor(tokenizer.encode(self.init_words))
+            ids = torch.tensor(tokenizer.encode(self.init_words), dtype=torch.long)
+            if not len(ids):
+                raise ConfigValueError(f"method.context.init_words={self.init_words!r} gives no token: a context of no "
+                                       "vectors learns nothing; give words, e.g. 'a photo of a', or null")
             with torch.no_grad():
                 init = clip.embed_tokens(ids[None].to(clip.clip.token_embedding.weight.device))[0].float().cpu()
         else:

@@ -17,13 +17,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from clprompt.config_check import require_number
+from clprompt.errors import ConfigValueError
+
 
 class LabelAlignmentLoss(torch.nn.Module):
+    """The weights are finite and >= 0, not all 0 (an alignment of weight 0 adds nothing: the method would be
+    its plain label tuning under LAMM's name); the temperature is finite and > 0."""
+
     def __init__(self, wc_weight: float = 1.0, cos_weight: float = 1.0, kd_weight: float = 0.05,
                  kd_temperature: float = 2.0):
         super().__init__()
-        self.wc_weight, self.cos_weight = wc_weight, cos_weight
-        self.kd_weight, self.kd_temperature = kd_weight, kd_temperature
+        weights = {key: require_number(f"method.alignment.{key}", value)
+                   for key, value in (("wc_weight", wc_weight), ("cos_weight", cos_weight), ("kd_weight", kd_weight))}
+        if not any(weights.values()):
+            raise ConfigValueError("method.alignment: wc_weight, cos_weight and kd_weight are all 0, so LAMM's "
+                                   "alignment adds nothing (the labels are tuned by the classification loss alone, "
+                                   "as method=cls_tuning); give a weight > 0, or drop the alignment with "
+                                   "~method.alignment")
+        self.wc_weight, self.cos_weight = weights["wc_weight"], weights["cos_weight"]
+        self.kd_weight = weights["kd_weight"]
+        self.kd_temperature = require_number("method.alignment.kd_temperature", kd_temperature, 0, strict=True,
+                                             if_zero="logits divided by a temperature of 0 are not finite")
 
     def weight_consolidation(self, method) -> torch.Tensor:
         terms = [(parameter - self._initial(method, int(c))).pow(2).sum()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from clprompt.config_check import require_int
 from clprompt.errors import ConfigValueError
 
 
@@ -41,15 +42,18 @@ class PromptPool(torch.nn.Module):
     """L2P's pool: ``size`` prompts of ``length`` tokens, each with a key; each image takes the
     ``top_k`` prompts whose keys are most similar to its query, concatenated ([B, top_k * length, width]).
 
-    The pool is shared by every task and keeps training (L2P freezes nothing). An empty pool (size 0),
-    top_k 0 or length 0 inserts nothing: the image tower is the frozen one.
+    The pool is shared by every task and keeps training (L2P freezes nothing). size, length and top_k are at
+    least 1: an empty pool (size 0), top_k 0 or length 0 would insert nothing, leaving the frozen image tower
+    (zero-shot CLIP under L2P's name), so they are refused.
     """
 
     def __init__(self, size: int = 10, length: int = 5, top_k: int = 5):
         super().__init__()
-        for key, value in (("size", size), ("length", length), ("top_k", top_k)):
-            if not isinstance(value, int) or value < 0:
-                raise ConfigValueError(f"method.pool.{key}={value!r}: give an integer >= 0")
+        zero_shot = "the run would be zero-shot CLIP"
+        require_int("method.pool.size", size, 1, if_zero=f"an empty pool inserts nothing: {zero_shot}")
+        require_int("method.pool.length", length, 1, if_zero=f"prompts of no tokens insert nothing: {zero_shot}")
+        require_int("method.pool.top_k", top_k, 1,
+                    if_zero=f"an image that takes no prompt from the pool is the frozen tower's: {zero_shot}")
         if top_k > size:
             raise ConfigValueError(f"method.pool.top_k={top_k} is larger than method.pool.size={size}: an image "
                                    "cannot take more prompts than the pool holds; lower top_k or grow the pool")

@@ -95,10 +95,11 @@ def _create(path: Path, identity: dict) -> bool:
 
 
 class Claim:
-    """This process's claim on a run folder; ``release`` removes it (only if it is still this process's)."""
+    """This process's claim on a run folder; ``release`` removes it (only if it is still this process's), and
+    the folder too when the claim created it and the run wrote nothing (a command refused before any work)."""
 
-    def __init__(self, run_dir: Path, identity: dict):
-        self.path, self.identity = Path(run_dir) / CLAIM, identity
+    def __init__(self, run_dir: Path, identity: dict, created: bool = False):
+        self.path, self.identity, self.created = Path(run_dir) / CLAIM, identity, created
 
     def release(self) -> None:
         try:
@@ -106,16 +107,22 @@ class Claim:
                 self.path.unlink()
         except (OSError, ValueError):
             pass
+        if self.created:
+            try:
+                self.path.parent.rmdir()   # only if empty
+            except OSError:
+                pass
 
 
 def claim(run_dir: Path) -> Claim:
     """Claim ``run_dir`` for this process, before any work; refuses a folder a live process has claimed."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path, identity = run_dir / CLAIM, process_identity()
     for _ in range(3):
         if _create(path, identity):
-            return Claim(run_dir, identity)
+            return Claim(run_dir, identity, created)
         try:
             owner = json.loads(path.read_text())
         except FileNotFoundError:
