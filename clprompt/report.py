@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import statistics
 import sys
@@ -480,7 +481,8 @@ def build_report(records: list[dict], columns: str = "auto", metric: str = "auto
         labelled = with_row_labels(metric_records(records), METRIC)
         table = aggregate(labelled, "row", METRIC, METRIC_VALUE)
         parts = [f"# {title or 'report'}", "", f"{len(records)} complete run(s); rows: method (with the "
-                 "settings that differ), columns: the continual-learning metrics.", "", table_markdown(table)]
+                 "settings that differ), columns: the continual-learning metrics.", *skipped_lines(skipped),
+                 "", table_markdown(table)]
         return Report(markdown="\n".join(parts).rstrip() + "\n", csv_rows=csv_rows(table))
     labelled = with_row_labels(records, axis)
     shown = choose_metrics(records, metric)
@@ -493,9 +495,7 @@ def build_report(records: list[dict], columns: str = "auto", metric: str = "auto
         tables.append(aggregate(labelled, "row", axis, PSEUDO_LABEL_ACCURACY))
     parts = [f"# {title or 'report'}", "", f"{len(records)} complete run(s); rows: method, columns: "
              + (", ".join(CLASS_LABELS.values()) if combined else axis) + "."]
-    if skipped:
-        parts.append(f"{len(skipped)} run(s) skipped, not complete: "
-                     + "; ".join(f"{path} ({status})" for path, status in skipped) + ".")
+    parts += skipped_lines(skipped)
     parts.append("")
     for table in tables:
         parts += [table_markdown(table), ""]
@@ -503,6 +503,93 @@ def build_report(records: list[dict], columns: str = "auto", metric: str = "auto
               if any(record[name] is not None for record in records)]
     rows = [row for name in in_csv for row in csv_rows(aggregate(labelled, "row", axis, name))]
     return Report(markdown="\n".join(parts).rstrip() + "\n", csv_rows=rows)
+
+
+def skipped_lines(skipped) -> list[str]:
+    """The report's line on the runs left out: how many, which, and why."""
+    if not skipped:
+        return []
+    return [f"{len(skipped)} run(s) skipped (not complete, or results.json unusable): "
+            + "; ".join(f"{path} ({status})" for path, status in skipped) + "."]
+
+
+# --- a results.json checked before it is read -----------------------------------------------------------
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _matrix(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(row, list) and all(entry is None or _number(entry) for entry in row) for row in value)
+
+
+# What each field ``run_record`` reads must hold (any may be null or absent): a check and its description.
+TEXT = (lambda value: isinstance(value, str), "a text")
+INTEGER = (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer")
+NUMBER = (_number, "a finite number")
+FLAG = (lambda value: isinstance(value, bool), "true or false")
+RECORD = (lambda value: isinstance(value, dict), "an object")
+NUMBERS = (lambda value: isinstance(value, list) and all(v is None or _number(v) for v in value),
+           "a list of numbers (null where not computed)")
+MATRIX = (_matrix, "a list of rows of numbers (null where not computed)")
+RESULTS_FIELDS = {
+    "status": TEXT, "scenario": TEXT, "method": TEXT, "loss": TEXT, "protocol": TEXT, "seed": INTEGER,
+    "stream": RECORD, "stream.name": TEXT, "weights": RECORD, "weights.arch": TEXT,
+    "config": RECORD, "config.model": RECORD, "config.model.arch": TEXT, "config.method": RECORD,
+    "config.method.name": TEXT, "config.train": RECORD, "config.train.classes": TEXT,
+    "experiment": RECORD, "experiment.name": TEXT, "experiment.shots": INTEGER, "experiment.shots_seed": INTEGER,
+    "experiment.ensemble": INTEGER, "experiment.base_to_new": FLAG, "experiment.noise": RECORD,
+    "experiment.noise.kind": TEXT, "experiment.noise.rate": NUMBER, "experiment.noise.realised_rate": NUMBER,
+    "experiment.pseudo_labels": RECORD, "experiment.pseudo_labels.selection": TEXT,
+    "experiment.pseudo_labels.accuracy": NUMBER,
+    "metrics": RECORD, **{f"metrics.{name}": NUMBER for name in METRICS},
+    "accuracy_matrix": MATRIX, "task_identification": RECORD, "task_identification.mean_over_trained": NUMBERS,
+}
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def results_problem(results) -> Optional[str]:
+    """Why a parsed results.json cannot be tabulated (the first field that is not what the report reads it
+    as, e.g. "metrics.last is "abc", not a finite number"), or None. Fields are checked parents first, so a
+    field under one that is not an object is not reached."""
+    if not isinstance(results, dict):
+        return f"it holds {_shown(results)}, not an object of a run's results"
+    for key, (check, allowed) in RESULTS_FIELDS.items():
+        parent, _, name = key.rpartition(".")
+        node = results
+        for part in parent.split(".") if parent else ():
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(name) if isinstance(node, dict) else None
+        if value is not None and not check(value):
+            return f"{key} is {_shown(value)}, not {allowed}"
+    return None
+
+
+def read_results(path: Path) -> dict:
+    """A results.json parsed, or ``{"status": "unreadable: <why>"}`` when it is empty, cut short, not JSON,
+    not UTF-8 text or cannot be read; ``{"status": "unusable: <why>"}`` when it is not an object or a complete
+    run's field holds the wrong type (``results_problem``)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        return {"status": f"unreadable: not UTF-8 text ({error.reason} at byte {error.start})"}
+    except OSError as error:
+        return {"status": f"unreadable: {error.strerror or error}"}
+    if not text.strip():
+        return {"status": "unreadable: the file is empty"}
+    try:
+        results = json.loads(text)
+    except ValueError as error:
+        return {"status": f"unreadable: not valid JSON, cut short or edited ({error})"}
+    if isinstance(results, dict) and results.get("status") != "complete":
+        return results   # skipped for its status (running, failed, ...), which says more than a field would
+    problem = results_problem(results)
+    return {"status": f"unusable: {problem}"} if problem else results
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -514,26 +601,26 @@ def _natural_key(path: Path) -> list:
 
 def find_runs(directory) -> list[tuple[Path, dict]]:
     """(path relative to ``directory``, parsed results.json) for every results.json below it, in job
-    order. SystemExit with a message when the directory is missing or holds none. An unreadable file
-    counts as a run with status 'unreadable: ...'."""
+    order. SystemExit with a message when the directory is missing or holds none. A file that cannot be
+    read, or holds a field of the wrong type, counts as a run with status 'unreadable: ...' or
+    'unusable: ...' (``read_results``)."""
     root = Path(directory)
-    if not root.is_dir():
+    try:
+        is_folder = root.is_dir()
+        paths = sorted(root.rglob("results.json"), key=lambda p: _natural_key(p.relative_to(root))) if is_folder else []
+    except OSError as error:
+        raise SystemExit(f"clprompt.report: {root} cannot be read ({error.strerror or error}): give a multirun "
+                         "directory, e.g. multirun/2026-01-01_12-00-00")
+    if not is_folder:
         raise SystemExit(f"clprompt.report: {root} is not a directory (give a multirun directory, "
                          "e.g. multirun/2026-01-01_12-00-00)")
-    paths = sorted(root.rglob("results.json"), key=lambda p: _natural_key(p.relative_to(root)))
     if not paths:
         raise SystemExit(f"clprompt.report: no results.json under {root}; is it a run or multirun directory?")
-    runs = []
-    for path in paths:
-        try:
-            runs.append((path.relative_to(root), json.loads(path.read_text())))
-        except (OSError, ValueError) as error:
-            runs.append((path.relative_to(root), {"status": f"unreadable: {error}"}))
-    return runs
+    return [(path.relative_to(root), read_results(path)) for path in paths]
 
 
 def partition_runs(runs: list[tuple[Path, dict]]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """(complete results, [(path, status)] of the others: running, failed, unreadable)."""
+    """(complete results, [(path, status)] of the others: running, failed, unreadable, unusable)."""
     complete, skipped = [], []
     for path, results in runs:
         status = results.get("status", "no status")
@@ -547,7 +634,8 @@ def partition_runs(runs: list[tuple[Path, dict]]) -> tuple[list[dict], list[tupl
 def warn_skipped(skipped: list[tuple[str, str]], stream=None) -> None:
     stream = stream or sys.stderr
     if skipped:
-        print(f"clprompt.report: skipping {len(skipped)} run(s) that did not complete:", file=stream)
+        print(f"clprompt.report: skipping {len(skipped)} run(s) that did not complete or whose results.json "
+              "cannot be used:", file=stream)
         for path, status in skipped:
             print(f"  {path}: {status}", file=stream)
 
@@ -558,7 +646,8 @@ def collect_runs(directory) -> tuple[list[dict], list[tuple[str, str]]]:
     complete, skipped = partition_runs(find_runs(directory))
     warn_skipped(skipped)
     if not complete:
-        raise SystemExit(f"clprompt.report: none of the {len(skipped)} run(s) under {directory} is complete")
+        raise SystemExit(f"clprompt.report: none of the {len(skipped)} run(s) under {directory} is complete "
+                         "and readable (listed above): nothing to tabulate")
     return complete, skipped
 
 
@@ -595,7 +684,12 @@ def main(argv: Optional[list[str]] = None) -> Report:
     report = build_report([run_record(results) for results in complete], args.columns, args.metric,
                           title=f"report: {args.directory}", skipped=tuple(skipped))
     print(report.markdown, end="")
-    paths = write_report(report, args.out or args.directory)
+    out = args.out or args.directory
+    try:
+        paths = write_report(report, out)
+    except OSError as error:   # the tables are on stdout already
+        raise SystemExit(f"clprompt.report: report.md and report.csv cannot be written in {out} "
+                         f"({error.strerror or error}): give --out <a writable folder>")
     print(f"clprompt.report: wrote {paths[0]} and {paths[1]}", file=sys.stderr)
     return report
 

@@ -7,6 +7,7 @@ before torch, Avalanche, open_clip or TensorBoard are imported; a valid config i
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clprompt import config_dir
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under, unknown_override
-from clprompt.errors import ConfigValueError
+from clprompt.errors import ClpromptError, ConfigValueError
 from clprompt.sweep import fail
 
 
@@ -36,8 +37,33 @@ def main(cfg: DictConfig):
     except ConfigValueError as error:
         return fail(cfg, run_dir, error)
     from clprompt import stages   # torch, Avalanche, open_clip, TensorBoard: only for a valid config
+    from clprompt.training import stop_signal
 
-    return stages.main(cfg, run_dir)
+    if stop_signal.requested():   # a sweep's worker whose last job was stopped: the sweep is stopping
+        print(f"not started: the sweep was stopped ({stop_signal.requested()})", file=sys.stderr)
+        return {"status": "not started"}
+    try:
+        return stages.main(cfg, run_dir)
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise   # a bug: Hydra shows its traceback
+        return fail(cfg, run_dir, ClpromptError(storage_problem(error, run_dir)))
+
+
+# A file the run writes (results, checkpoint, TensorBoard events, the feature cache) cannot be written: the
+# disk is full, the file system read-only, the permission gone. Not a bug: the run ends in one line.
+STORAGE_ERRORS = {errno.ENOSPC: "free space there (or give a hydra.run.dir / cache.dir on another disk)",
+                  errno.EDQUOT: "free space within your quota (or give a hydra.run.dir / cache.dir elsewhere)",
+                  errno.EROFS: "give a hydra.run.dir / cache.dir on a writable file system",
+                  errno.EACCES: "make it writable, or give another hydra.run.dir / cache.dir",
+                  errno.EPERM: "make it writable, or give another hydra.run.dir / cache.dir"}
+
+
+def storage_problem(error: OSError, run_dir: Path) -> str:
+    """What could not be written, why, the fix, and where the finished experiences are kept."""
+    where = error.filename or run_dir
+    return (f"could not write {where}: {error.strerror or error}: {STORAGE_ERRORS[error.errno]}. The experiences "
+            f"finished before are kept in {Path(run_dir) / 'results.json'}")
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
@@ -49,11 +75,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
     if not wanted:
         return argv
     folder = Path(wanted[-1].split("=", 1)[1]).expanduser()
-    overrides = folder / ".hydra" / "overrides.yaml"
-    if not overrides.is_file():
-        sys.exit(f"error: resume={folder}: no run there (no {overrides}); give a run folder, e.g. "
-                 "outputs/<scenario>/<method>/<time>")
-    recorded = [str(o) for o in OmegaConf.load(overrides)]
+    recorded = recorded_overrides(wanted[-1].split("=", 1)[1], folder)
     extra = [a for a in argv[1:] if not a.startswith("resume=")]
     changing = [a for a in extra if not a.startswith("hydra.")
                 and not under(a.split("=", 1)[0].lstrip("+~"), NEUTRAL_KEYS)]
@@ -61,6 +83,33 @@ def resume_arguments(argv: list[str]) -> list[str]:
         sys.exit(f"error: resume={folder} takes the recorded config; these overrides would change its results: "
                  f"{' '.join(changing)}. Allowed beside resume=: {', '.join(NEUTRAL_KEYS)}")
     return [argv[0], *recorded, *extra, f"hydra.run.dir={folder}"]
+
+
+def recorded_overrides(given: str, folder: Path) -> list[str]:
+    """The overrides recorded in ``<folder>/.hydra/overrides.yaml``; exits with one line when ``resume=`` is
+    empty, the folder is missing or a file, or the record cannot be read as a list of overrides."""
+    example = "give a run folder, e.g. resume=outputs/<scenario>/<method>/<time>"
+    if not given.strip():
+        sys.exit(f"error: resume= is empty (an unset shell variable?): {example}")
+    overrides = folder / ".hydra" / "overrides.yaml"
+    try:
+        if not folder.exists():
+            sys.exit(f"error: resume={folder}: no such folder: {example}")
+        if not folder.is_dir():
+            sys.exit(f"error: resume={folder} is a file, not a run folder: {example}")
+        if not overrides.is_file():
+            sys.exit(f"error: resume={folder}: no run there (no {overrides}); {example}")
+        recorded = OmegaConf.load(overrides)
+    except OSError as error:
+        sys.exit(f"error: resume={folder}: cannot be read ({error.strerror or error}): {example}")
+    except Exception as error:   # YAML or OmegaConf's errors: the record was cut short or edited
+        sys.exit(f"error: resume={folder}: {overrides} is not a readable record of the command "
+                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): run the original "
+                 f"command with hydra.run.dir={folder} instead")
+    if not OmegaConf.is_list(recorded) or not all(isinstance(o, str) for o in recorded):
+        sys.exit(f"error: resume={folder}: {overrides} holds no list of overrides: run the original command with "
+                 f"hydra.run.dir={folder} instead")
+    return [str(o) for o in recorded]
 
 
 # Hydra's launcher plugins and the packages that provide them

@@ -163,4 +163,4 @@ def test_resume_takes_the_folders_recorded_command(killed_after_one_experience):
     assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"
     nowhere = subprocess.run([sys.executable, "-m", "clprompt.run", f"resume={run_dir / 'nope'}"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert nowhere.returncode == 1 and "no run there" in nowhere.stderr
+    assert nowhere.returncode == 1 and "no such folder" in nowhere.stderr

@@ -28,7 +28,6 @@ refused (``on``), naming the step.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Optional
 
