@@ -74,7 +74,8 @@ def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None
     is missing); a run that wrote one already recorded its status and finished rows itself. A folder that
     cannot take it (the disk is full: often the failure itself) leaves the record to the log and stderr."""
     path = Path(run_dir) / "results.json"
-    if path.exists():
+    if path.exists():   # the run wrote its own record, or the folder holds another run's (a refused command)
+        note_failure(run_dir, error)
         return
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     try:
@@ -85,6 +86,20 @@ def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None
         })
     except OSError as unwritable:
         log.error("the failure could not be recorded in %s: %s", path, unwritable)
+
+
+FAILURE_NOTES = ".clprompt_failed"   # in the sweep folder: one note per job that failed beside a results.json
+
+
+def note_failure(run_dir: Path, error: BaseException) -> None:
+    """The sweep's own note of a job that failed where the folder's results.json is not this job's record
+    (a folder refused for holding another run keeps its files as they were): ``SweepSummary`` counts it."""
+    folder = Path(run_dir).parent / FAILURE_NOTES
+    try:
+        folder.mkdir(exist_ok=True)
+        (folder / f"{Path(run_dir).name}.txt").write_text(f"failed: {type(error).__name__}: {error}\n")
+    except OSError as unwritable:
+        log.error("the failure of %s could not be noted in %s: %s", run_dir, folder, unwritable)
 
 
 # --- the output folder, before any work -----------------------------------------------------------------------
@@ -398,6 +413,9 @@ class SweepSummary(Callback):
                 results = {"status": f"unreadable results.json: {error}"}
             statuses[path.parent] = (results.get("status", "no status") if isinstance(results, dict)
                                      else f"results.json holds a {type(results).__name__}, not a record")
+        for note in sorted((sweep / FAILURE_NOTES).glob("*.txt")):   # jobs whose folder held another run
+            if note.stat().st_mtime >= self.started - 1:
+                statuses[sweep / note.stem] = note.read_text().strip()
         failed = {folder: status for folder, status in statuses.items() if status != "complete"}
         print(f"sweep {sweep}: {len(statuses)} job(s), {len(statuses) - len(failed)} complete, "
               f"{len(failed)} failed", file=sys.stderr)

@@ -135,3 +135,27 @@ def test_the_same_weights_file_elsewhere_is_the_same_weights():
                                                                                                      "sha256"]
     tagged = {"arch": "ViT-B-16", "source": "tag", "pretrained": "openai"}
     assert weights_differences(tagged, dict(tagged, pretrained="laion2b_s34b_b88k")) == ["pretrained"]
+
+
+def test_a_sweep_counts_the_jobs_a_folder_refused(tmp_path, capsys):
+    """A job refused for holding another run leaves its results.json as it was, so the sweep's summary
+    counts it from the sweep's own note (a sweep over an earlier sweep's folder used to say "0 job(s)")."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from clprompt.sweep import SweepSummary, note_failure
+
+    job = tmp_path / "0_tiny_colors_coop"
+    job.mkdir()
+    (job / "results.json").write_text(json.dumps({"status": "complete"}))
+    earlier = time.time() - 600
+    os.utime(job / "results.json", (earlier, earlier))   # the earlier sweep's finished run
+    summary = SweepSummary()
+    note_failure(job, RunFolderRefused("holds a finished run of another command"))
+    with pytest.raises(SystemExit) as stop:
+        summary.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert stop.value.code == 1
+    printed = capsys.readouterr().err
+    assert "1 job(s), 0 complete, 1 failed" in printed and "RunFolderRefused" in printed
+    assert json.loads((job / "results.json").read_text()) == {"status": "complete"}
