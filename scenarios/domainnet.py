@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from scenarios.coop_datasets import missing_images
 from scenarios.errors import DatasetNotFoundError, StreamConfigError
 from scenarios.image_folder_dataset import ImageFileDataset
 from scenarios.stream import TaskStream
@@ -136,20 +136,9 @@ def read_list(path: Path, domain: str, folders: Sequence[str]) -> tuple[list[str
 
 
 def missing_files(folder: Path, relative: Sequence[str]) -> list[str]:
-    """The listed paths that are not files under ``folder``, reading each class folder's listing once."""
-    listings: dict[str, Optional[set]] = {}
-    missing = []
-    for path in relative:
-        parent, name = os.path.split(path)
-        if parent not in listings:
-            try:
-                listings[parent] = set(os.listdir(folder / parent))
-            except OSError:
-                listings[parent] = None
-        names = listings[parent]
-        if names is None or name not in names:
-            missing.append(path)
-    return missing
+    """The listed paths (relative to ``folder``) that are not files under it."""
+    absent = set(missing_images([str(folder / path) for path in relative]))
+    return [path for path in relative if str(folder / path) in absent]
 
 
 def load_domainnet(root: str, domains: Sequence[str] = DOMAINS) -> tuple[dict, list[str], dict]:

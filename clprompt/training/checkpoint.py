@@ -19,7 +19,6 @@ uninterrupted run's (``tests/test_resume.py``).
 from __future__ import annotations
 
 import os
-import platform
 import random
 from pathlib import Path
 from typing import Optional
@@ -104,17 +103,3 @@ def differences(recorded: dict, current: dict, ignore) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}" for key in keys
             if old.get(key, "(unset)") != new.get(key, "(unset)") and not under(key, ignore)]
-
-
-def process_alive(process: dict) -> bool:
-    """True when ``process`` (results.json's record) is another process alive on this host."""
-    pid = process.get("pid")
-    if not pid or process.get("host") != platform.node() or pid == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

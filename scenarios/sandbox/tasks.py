@@ -18,6 +18,8 @@ from scenarios.sandbox.render import STYLES, apply_style, render
 from scenarios.sandbox.world import (
     CLEAN_BACKGROUNDS, COLOURS, HELD_OUT_PAIRS, NOVEL_COLOUR_NAMES, PATTERNS, SHAPES, sample_scenes,
 )
+from scenarios.domain_stream import domain_incremental_stream
+from scenarios.errors import StreamConfigError
 from scenarios.stream import TaskStream, class_incremental_stream
 
 SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
@@ -124,9 +126,6 @@ def sandbox_domain_stream(classes: str = "colour_shape", domains: Sequence[str] 
     these styles, as CORe50's held-out sessions are: a matrix of experiences x held-out styles). Domain d's
     split s is rendered from its own seed, so no two domains or splits share an image.
     """
-    from scenarios.domain_stream import domain_incremental_stream
-    from scenarios.errors import StreamConfigError
-
     makers = {"colour_shape": colour_shape_task, "pattern_shape": pattern_shape_task}
     if classes not in makers:
         raise StreamConfigError(f"scenario.classes={classes!r}; choose one of {', '.join(makers)}")
