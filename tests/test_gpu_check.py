@@ -1,0 +1,41 @@
+"""The prepared GPU check (bench/gpu_check.sh) runs end to end on CPU in its quick mode: every row of its
+final table is there and none failed. Run in this environment (--wheels none: nothing installed)."""
+
+import os
+import subprocess
+import sys
+
+from helpers import REPO
+
+ROWS = ["end-to-end LAMM", "end-to-end CoOp", "end-to-end VPT-deep", "text step (LAMM, batch 32)",
+        "image tower bf16", "batched transforms", "1000-class memory (CoOp, batch 32)", "killed and resumed run"]
+
+
+def final_table(output: str) -> dict:
+    """The last markdown table of the output: check name -> its cells."""
+    lines = output.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("| check |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_quick_gpu_check_on_cpu_fills_every_row(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--quick", "--device", "cpu",
+                           "--wheels", "none"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "gpu_check: stack imports" in done.stderr   # the import check ran first
+    table = final_table(done.stdout)
+    assert list(table) == ROWS, done.stdout[-3000:]
+    for row, cells in table.items():
+        text = " ".join(cells)
+        assert "failed" not in text and "skipped" not in text and "not run" not in text, f"{row}: {text}"
+    assert table["killed and resumed run"][2] == "identical"
+    assert "equal to PIL: yes" in table["batched transforms"][4]
+    assert "n/a (CPU)" in table["image tower bf16"][3]
+    assert not list(tmp_path.glob("clprompt-gpu-check-*"))   # its temporary folder is removed
