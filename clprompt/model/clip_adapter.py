@@ -3,16 +3,79 @@
 Prompt methods build token embeddings themselves (learned context, learned labels) and need the text
 tower from there on; later, visual prompts will need the image tower's blocks. Everything that names
 an open_clip attribute lives here, so an open_clip upgrade touches this file only.
+
+The text tower runs over a class set's prompts in chunks of at most ``text_chunk`` prompts (``train.text_chunk``,
+set by ``configure_text_chunks``): a 1000-class set trains in bounded memory and a 21,000-class set runs at
+all. Under grad with more than one chunk, each chunk's tower is checkpointed (its activations recomputed in
+the backward), so one chunk's activations live at a time; one chunk, or no grad, is the plain forward.
 """
 
 from __future__ import annotations
+
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.transformer import VisionTransformer
+from torch.utils.checkpoint import checkpoint
 
-from clprompt.errors import UnsupportedBackboneError
+from clprompt.errors import ConfigValueError, UnsupportedBackboneError
+
+# train.text_chunk=auto: a chunk's activations are estimated as
+#   TEXT_ACTIVATION_FACTOR x length x width x element size (x layers under grad: every block's are kept for the backward)
+# per prompt. Measured on ViT-B/32's text tower (open_clip 3.3, torch 2.14, CPU, fp32): under grad the tensors saved
+# for the backward (counted with saved-tensor hooks) are 16.1 x length x width x 4 bytes per block at lengths 8-77,
+# the peak RSS of a forward + backward 17.6-20.5; without grad the peak is 12.2 per prompt over the whole tower
+# (one block's transients at a time). The element size is the tower's weights' (fp32 under bf16 autocast: the
+# estimate is then twice the activations, on the safe side).
+TEXT_ACTIVATION_FACTOR = 20
+TEXT_CHUNK_BUDGET_CPU = 1 << 30        # bytes of a chunk's activations on CPU (and any non-CUDA device)
+TEXT_CHUNK_BUDGET_CUDA_SHARE = 0.25    # on CUDA: this share of the device's free memory when the chunks are configured
+TEXT_CHUNK_SETTINGS = "auto (chunks from a memory budget), an integer >= 1 (prompts per chunk), or 0 / off (never chunk)"
+
+
+def resolve_text_chunk(setting) -> Union[int, str]:
+    """``train.text_chunk`` -> "auto", a chunk size >= 1, or 0 (never chunk)."""
+    if setting == "auto":
+        return "auto"
+    if setting == "off" or setting is False:
+        return 0
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 0:
+        return setting
+    raise ConfigValueError(f"train.text_chunk={setting!r}; choose {TEXT_CHUNK_SETTINGS}")
+
+
+def text_chunk_budget(device) -> tuple[int, str]:
+    """(bytes a chunk's activations may take, why) on ``device`` for ``train.text_chunk=auto``."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * TEXT_CHUNK_BUDGET_CUDA_SHARE), \
+            f"{TEXT_CHUNK_BUDGET_CUDA_SHARE:g} of the {free / 2 ** 30:.1f} GiB free on {device} when measured"
+    return TEXT_CHUNK_BUDGET_CPU, f"{TEXT_CHUNK_BUDGET_CPU / 2 ** 30:g} GiB ({device.type})"
+
+
+def configure_text_chunks(module: torch.nn.Module, setting, device) -> dict:
+    """``train.text_chunk``: sets the chunking of every text tower in ``module`` (a method; for training and
+    evaluation alike) and returns what results.json records."""
+    chunk = resolve_text_chunk(setting)
+    adapters = [m for m in module.modules() if isinstance(m, CLIPAdapter)]
+    record = {"setting": setting, "prompts_per_chunk": chunk if chunk != "auto" else "auto"}
+    if chunk == 0:
+        record["reason"] = "off: every class set's prompts in one pass"
+    budget, why = text_chunk_budget(device) if chunk == "auto" else (None, None)
+    for adapter in adapters:
+        adapter.text_chunk, adapter.text_chunk_budget = chunk, budget
+    if chunk == "auto":
+        record["budget_bytes"], record["reason"] = budget, f"auto: a chunk's activations within {why}"
+        if adapters:
+            full = adapters[0].context_length   # the longest prompts: the smallest chunks
+            record[f"train_chunk_at_length_{full}"] = adapters[0].auto_chunk(full, grad=True)
+            record[f"eval_chunk_at_length_{full}"] = adapters[0].auto_chunk(full, grad=False)
+    elif chunk >= 1:
+        record["reason"] = f"at most {chunk} prompts per pass (train.text_chunk={chunk})"
+    return record
 
 
 class CLIPAdapter(torch.nn.Module):
@@ -28,6 +91,32 @@ class CLIPAdapter(torch.nn.Module):
         if clip.text_pool_type not in ("argmax", "eos"):
             raise UnsupportedBackboneError(f"text_pool_type={clip.text_pool_type!r}: prompts need EOT pooling")
         self.clip = clip
+
+    # train.text_chunk (configure_text_chunks): "auto", a number of prompts per chunk, or 0 (never chunk); the
+    # budget for auto in bytes (None: text_chunk_budget of the device of the first pass, then kept)
+    text_chunk: Union[int, str] = "auto"
+    text_chunk_budget = None
+
+    def activation_bytes_per_prompt(self, length: int, grad: bool) -> int:
+        """The estimated activation bytes of one prompt cut to ``length`` through the text tower
+        (every block's kept under grad, one block's at a time without)."""
+        transformer = self.clip.transformer
+        element = torch.finfo(transformer.get_cast_dtype()).bits // 8
+        layers = len(transformer.resblocks) if grad else 1
+        return TEXT_ACTIVATION_FACTOR * length * int(transformer.width) * element * layers
+
+    def auto_chunk(self, length: int, grad: bool, device=None) -> int:
+        """train.text_chunk=auto: the most prompts of ``length`` tokens whose activations fit the budget (>= 1)."""
+        if self.text_chunk_budget is None:
+            self.text_chunk_budget = text_chunk_budget(device if device is not None else self.clip.logit_scale.device)[0]
+        return max(1, self.text_chunk_budget // self.activation_bytes_per_prompt(length, grad))
+
+    def prompts_per_chunk(self, n: int, length: int, grad: bool, device=None) -> int:
+        """How many of ``n`` prompts one pass of the tower takes (``n``: one chunk, today's single pass)."""
+        chunk = self.text_chunk
+        if chunk == "auto":
+            chunk = self.auto_chunk(length, grad, device)
+        return n if chunk == 0 else max(1, min(n, int(chunk)))
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -59,13 +148,38 @@ class CLIPAdapter(torch.nn.Module):
         as the full 77 tokens.
         deep_prompts[i] ([P, width], i >= 1) replaces the hidden states at ``prompt_positions`` ([N, P])
         before block i (MaPLe's deep text prompts); None entries leave them as they are.
+
+        The N prompts go through the tower in chunks of at most ``prompts_per_chunk`` rows (train.text_chunk;
+        the rows of ``eot_positions`` and ``prompt_positions`` with them, ``length`` and the deep prompts the
+        same for every chunk), and the chunks' features are concatenated: each prompt's features depend on
+        that prompt alone, so the result is the one-pass result. Under grad (``needs_grad``) with more than one
+        chunk, each chunk runs under a non-reentrant activation checkpoint: its activations are dropped after its forward
+        and recomputed in the backward, one chunk at a time.
         """
         if length is None:
             length = int(eot_positions.max()) + 1
         if deep_prompts is not None and not self.clip.transformer.batch_first:
             raise UnsupportedBackboneError("deep text prompts expect open_clip's batch-first transformer")
-        tower = self.compiled_text_tower if torch.is_grad_enabled() else None
-        return (tower or self.eager_text_tower)(embeddings, eot_positions, length, deep_prompts, prompt_positions)
+        tower = (self.compiled_text_tower if torch.is_grad_enabled() else None) or self.eager_text_tower
+        grad = torch.is_grad_enabled() and self.needs_grad(embeddings, deep_prompts)
+        n = embeddings.shape[0]
+        chunk = self.prompts_per_chunk(n, length, grad, embeddings.device)
+        if chunk >= n:
+            return tower(embeddings, eot_positions, length, deep_prompts, prompt_positions)
+        positions = prompt_positions.split(chunk) if prompt_positions is not None else [None] * -(-n // chunk)
+        features = []
+        for rows, eots, rows_positions in zip(embeddings.split(chunk), eot_positions.split(chunk), positions):
+            if grad:
+                features.append(checkpoint(tower, rows, eots, length, deep_prompts, rows_positions, use_reentrant=False))
+            else:
+                features.append(tower(rows, eots, length, deep_prompts, rows_positions))
+        return torch.cat(features)
+
+    def needs_grad(self, embeddings: torch.Tensor, deep_prompts=None) -> bool:
+        """Whether the text tower's output will need a backward: learned embeddings or deep prompts, or a trained
+        text tower (text-encoder fine-tuning). Else (the names' features of LAMM's loss) no checkpoint is made."""
+        return (embeddings.requires_grad or any(p is not None and p.requires_grad for p in deep_prompts or ())
+                or any(p.requires_grad for p in self.clip.parameters()))
 
     # train.compile (clprompt.training.compiled_step) puts the compiled eager_text_tower here while a method trains
     compiled_text_tower = None
