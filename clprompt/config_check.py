@@ -115,9 +115,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], Any]] = {
     "data.download": (_bool, "true or false"),
     "data.num_workers": (lambda v: v == "auto" or _int(0)(v), "auto or an integer >= 0"),
     "data.batch_transforms": (_choice("auto", "on", "off"), "auto, on or off"),
+    "data.keep_decoded_mb": (_int(0), "an integer >= 0 (MiB of decoded images kept per file-backed dataset; 0: none)"),
     "eval.protocol": (_choice("auto", "class_incremental", "task_incremental", "domain_incremental"),
                       "auto (the scenario's), class_incremental, task_incremental or domain_incremental"),
-    "eval.batch_size": (_int(1), "an integer >= 1"),
+    "eval.batch_size": (lambda v: v == "auto" or (is_int(v) and v >= 1), "auto or an integer >= 1"),
     "train.epochs": (_int(1), "an integer >= 1 (a method with nothing to train ignores it)"),
     "train.batch_size": (_int(1), "an integer >= 1"),
     "train.classes": (_choice("experience", "seen"), "experience (rank against the experience's own classes, "
@@ -132,6 +133,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], Any]] = {
     "train.compile": (_choice("auto", "on", "off"), "auto, on or off"),
     "train.checkpoint_every": (_int(0), "an integer >= 0 (epochs; 0: a checkpoint after each experience only)"),
     "train.compile_backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),
+    "train.text_chunk": (lambda v: v in ("auto", "off") or is_int(v, 0), "auto (chunks from a memory budget), an "
+                         "integer >= 1 (class prompts per text-tower pass) or 0 / off (never chunk)"),
     "train.optimizer.lr": (_number(0, strict=True), "a finite number > 0"),
     "train.optimizer.momentum": (_number(0, maximum=1, strict_maximum=True), "a number in [0, 1)"),
     "train.optimizer.weight_decay": (_number(0), "a finite number >= 0"),
@@ -164,9 +167,11 @@ TOP_LEVEL = ("scenario", "method", "model", "loss", "protocol", "data", "eval", 
 # runs; each leaves the results as they are (the feature cache, the compiled tower, the worker count and the
 # batched transforms are checked equal by the suite). The report groups runs over both; a resume refuses a changed seed key.
 SEED_KEYS = ("seed", "protocol.shots_seed", "scenario.split_seed", "train.augmentation_seed")
-NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "data.batch_transforms", "cache.dir",
+NEUTRAL_KEYS = ("progress", "data.root", "data.download", "data.num_workers", "data.batch_transforms",
+                "data.keep_decoded_mb", "cache.dir",
                 "eval.batch_size",
-                "train.feature_cache", "train.compile", "train.compile_backend", "train.checkpoint_every")
+                "train.feature_cache", "train.compile", "train.compile_backend", "train.checkpoint_every",
+                "train.text_chunk")
 
 
 def flatten_config(node: Any, prefix: str = "") -> dict:

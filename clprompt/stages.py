@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -37,7 +38,9 @@ from clprompt.training import checkpoint, stop_signal
 from clprompt.training.checkpoint import CheckpointError
 from clprompt.config_check import NEUTRAL_KEYS, check_config
 from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
+from clprompt.model.clip_adapter import configure_text_chunks
 from clprompt.training.distributed import Distributed
+from clprompt.data.encoding_batch import EncodingBatch
 from clprompt.data.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.records import run_folder
 from clprompt.records.evaluation import AccuracyMatrixPlugin, resolve_protocol
@@ -48,6 +51,7 @@ from clprompt.methods.ensemble import Ensemble
 from clprompt.records.outputs import RunRecorder, format_summary
 from scenarios.atomic_write import write_atomic
 from clprompt.data.protocol import DEFAULT_TEMPLATE, prepare_experiment
+from scenarios.image_folder_dataset import keep_decoded
 from clprompt.training.strategy import PromptStrategy, autocast_dtype
 from clprompt.training.stop_signal import Interrupted, StopSignalPlugin
 from clprompt.sweep import fail, in_multirun
@@ -161,9 +165,10 @@ def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, 
     if not enabled:
         return None, None, record
     cache = FeatureCache(cfg.cache.dir, distributed)
-    encoder = encoder_identity(backbone.model.visual, strategy.amp_dtype, device)
+    # the tower's weights hashed on another thread (hashlib releases the GIL) until the first key needs them
+    encoder = ThreadPoolExecutor(1).submit(encoder_identity, backbone.model.visual, strategy.amp_dtype, device)
     features = ExperienceFeatures(cache, encoder, dict(stream.splits), strategy.encode_images, device,
-                                  cfg.eval.batch_size, loader_args, images=images)
+                                  strategy.encoding_batch, loader_args, images=images)
     return features, cache, record
 
 
@@ -383,6 +388,7 @@ class RunParts:
     loader_args: dict = field(default_factory=dict)
     cache: Optional[FeatureCache] = None
     cache_record: dict = field(default_factory=dict)
+    encoding_batch: Optional[EncodingBatch] = None   # eval.batch_size (auto: measured on the first batches)
     experiences: list = field(default_factory=list)
     timing: list = field(default_factory=list)
     storage: dict = field(default_factory=dict)
@@ -395,6 +401,7 @@ class RunParts:
         """results.json's fields beside the matrix and the header."""
         fields = {"storage": self.storage,
                   "feature_cache": {**self.cache_record, **(self.cache.record() if self.cache else {})},
+                  "evaluation_batch": self.encoding_batch.record(),
                   "timing": self.timing, "resources": peak_memory(self.device),
                   "task_confusion": self.matrix_plugin.task_confusion}
         if self.task_plugin.record() is not None:   # methods that choose a task's prompts per image
@@ -494,9 +501,11 @@ def build_run(parts: RunParts) -> None:
         log.warning("train.augmentation_views=%d < train.epochs=%d: views are reused (epoch e sees view e mod %d), "
                     "a departure from the recipe's new view every epoch (recorded in results.json)",
                     parts.n_views, cfg.train.epochs, parts.n_views)
+    keep_decoded(cfg.data.keep_decoded_mb)
     stream = build(cfg, "scenario", train_transform=parts.views, eval_transform=parts.backbone.eval_transform)
+    parts.encoding_batch = EncodingBatch(cfg.eval.batch_size, parts.device)
     parts.experiment = prepare_experiment(stream, cfg.protocol, parts.backbone, parts.device, parts.run_dir,
-                                          cfg.eval.batch_size)
+                                          parts.encoding_batch.size)
     parts.stream = parts.experiment.stream
     parts.eval_protocol = resolve_protocol(cfg.eval.protocol, parts.stream.scenario_type, parts.stream.name)
     parts.method = build_method(cfg, parts.backbone, parts.stream, cfg.protocol.ensemble)
@@ -610,7 +619,7 @@ def build_strategy(parts: RunParts) -> None:
         plugins.append(parts.ratio_plugin)
     strategy = parts.strategy = PromptStrategy(
         method=parts.method, train_epochs=cfg.train.epochs, train_mb_size=cfg.train.batch_size,
-        eval_mb_size=cfg.eval.batch_size, device=device, plugins=plugins,
+        eval_mb_size=parts.encoding_batch.size, device=device, plugins=plugins,
         optimizer_factory=instantiate(cfg.train.optimizer), loss=build(cfg, "loss"),
         warmup_epochs=cfg.train.warmup_epochs, warmup_lr=cfg.train.warmup_lr, precision=cfg.precision,
         views=views, train_classes=cfg.train.classes, distributed=parts.distributed, schedule=cfg.train.schedule,
@@ -620,9 +629,11 @@ def build_strategy(parts: RunParts) -> None:
         strategy.compiled = CompiledTextTower(device, backend=cfg.train.compile_backend)
     parts.header["compile"] = {"mode": cfg.train.compile, "enabled": compile_on, "reason": compile_reason,
                                **(strategy.compiled.record() if compile_on else {})}
+    parts.header["text_chunk"] = configure_text_chunks(parts.method, cfg.train.text_chunk, device)
     parts.loader_args = loader_arguments(cfg.data.num_workers, device)
     strategy.image_batches, batch_record = build_image_batches(cfg.data.batch_transforms, dict(parts.stream.splits),
                                                                device)
+    strategy.encoding_batch = parts.encoding_batch
     strategy.features, parts.cache, parts.cache_record = build_features(
         cfg, parts.method, parts.stream, parts.backbone, strategy, device, parts.loader_args,
         images=strategy.image_batches, distributed=parts.distributed)

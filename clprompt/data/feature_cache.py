@@ -56,6 +56,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from torch.utils.data import DataLoader, Dataset
 
+from clprompt.data.encoding_batch import EncodingBatch, EncodingBatchSampler
 from clprompt.training.distributed import Distributed
 from clprompt.errors import ClpromptError, ConfigValueError
 from scenarios.atomic_write import write_atomic
@@ -83,8 +84,10 @@ def encoder_identity(image_tower: torch.nn.Module, amp_dtype: Optional[torch.dty
     for name, tensor in sorted(image_tower.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
-    return {"weights_sha256": weights.hexdigest(), "autocast": str(amp_dtype), "device_type": device.type,
-            "torch": torch.__version__, "open_clip": open_clip.__version__}
+    # the modules, not only the weights: the same weights with QuickGELU or GELU compute other features
+    architecture = hashlib.sha256(repr(image_tower).encode()).hexdigest()
+    return {"weights_sha256": weights.hexdigest(), "architecture_sha256": architecture, "autocast": str(amp_dtype),
+            "device_type": device.type, "torch": torch.__version__, "open_clip": open_clip.__version__}
 
 
 @dataclass(frozen=True)
@@ -452,13 +455,24 @@ class ExperienceFeatures:
     """
 
     def __init__(self, cache: FeatureCache, encoder: dict, sources: dict, encode: Callable, device: torch.device,
-                 batch_size: int = 256, loader_args: Optional[dict] = None, images=None):
+                 batch_size=256, loader_args: Optional[dict] = None, images=None):
         self.cache, self.sources, self.encode, self.images = cache, sources, encode, images
-        self.device, self.batch_size = device, batch_size
+        # the encoding batch: an EncodingBatch (eval.batch_size, auto: measured) or a fixed size
+        self.batch = batch_size if isinstance(batch_size, EncodingBatch) else EncodingBatch(batch_size, device)
+        self.device = device
         self.loader_args = dict(loader_args or {})
         self.loader_args.pop("persistent_workers", None)  # one pass per call
-        self.encoder = digest(encoder)
-        self.encoder_words = encoder
+        self._encoder = encoder   # a dict, or a Future of one (hashed beside the run's start)
+
+    @property
+    def encoder_words(self) -> dict:
+        if not isinstance(self._encoder, dict):
+            self._encoder = self._encoder.result()
+        return self._encoder
+
+    @property
+    def encoder(self) -> str:
+        return digest(self.encoder_words)
 
     def _key(self, stream_name: str, view: Optional[int]) -> tuple[FeatureKey, bool]:
         if stream_name not in self.sources:
@@ -484,13 +498,19 @@ class ExperienceFeatures:
     def _encode_own(self, dataset, positions: np.ndarray, split: str, view: int) -> torch.Tensor:
         if self.images is not None:
             ids = torch.from_numpy(np.asarray(dataset.sample_id, dtype=np.int64)[positions])
-            return torch.cat([self.encode(self.images.images(split, chunk, view)).cpu()
-                              for chunk in ids.split(self.batch_size)])
-        loader = DataLoader(dataset.subset(positions.tolist()), batch_size=self.batch_size, shuffle=False,
+            features, start = [], 0
+            for size in self.batch.batches(len(ids)):
+                chunk = ids[start:start + size]
+                start += size
+                features.append(self.batch.timed(size, lambda: self.encode(self.images.images(split, chunk, view)).cpu()))
+            return torch.cat(features)
+        subset = dataset.subset(positions.tolist())
+        loader = DataLoader(subset, batch_sampler=EncodingBatchSampler(len(subset), self.batch),
                             generator=torch.Generator(), **self.loader_args)
         features = []
         for batch in loader:
-            features.append(self.encode(batch[0].to(self.device, non_blocking=True)).cpu())
+            images = batch[0].to(self.device, non_blocking=True)
+            features.append(self.batch.timed(len(images), lambda: self.encode(images).cpu()))
         return torch.cat(features)
 
     def features(self, experience, view: Optional[int] = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,19 +172,30 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
     sha256: the expected digest of a checkpoint file; a file that differs is refused.
     """
     source, value = _resolve_source(arch, pretrained)
-    if source == "file":
-        digest = sha256_of_file(value)
+    # the file's digest (its identity for resumes and sweeps) is read beside the model's construction:
+    # hashlib releases the GIL, so on a second core it costs no time
+    hashing = ThreadPoolExecutor(1).submit(sha256_of_file, value) if source == "file" else None
+    identity = {"arch": arch, "source": source, "open_clip_version": open_clip.__version__}
+
+    def check_digest() -> Optional[str]:
+        digest = hashing.result() if hashing is not None else None
         if sha256 and digest != sha256:
             raise WeightsUnavailableError(
                 f"{value} has sha256 {digest}, but the model config expects {sha256}: the file is corrupt or "
                 "another version. Restore it (git checkout -- <file>) or rebuild it with its recipe."
             )
-    identity = {"arch": arch, "source": source, "open_clip_version": open_clip.__version__}
-    if config is not None:
-        model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
-    else:
-        model, tokenizer, train_transform, eval_transform = _build_registered(arch, source, value, quick_gelu,
-                                                                             cache_dir, identity)
+        return digest
+
+    try:
+        if config is not None:
+            model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
+        else:
+            model, tokenizer, train_transform, eval_transform = _build_registered(arch, source, value, quick_gelu,
+                                                                                 cache_dir, identity)
+    except Exception:
+        check_digest()   # a file that is not the expected one is named as such, not by the error it caused
+        raise
+    digest = check_digest()
     if source == "tag":
         identity["pretrained"] = value
     elif source == "file":

@@ -69,8 +69,8 @@ class LabelAlignmentLoss(torch.nn.Module):
 
     def forward(self, method, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         candidates = method.candidate_classes
-        learned = method.last_text_features
-        names = self._name_features(method, candidates)
+        learned = method.last_text_features.float()   # bf16 under CPU autocast (CUDA's keeps normalize in fp32)
+        names = self._name_features(method, candidates).float()
         rows = method.candidate_rows(targets)
         loss_cos = (1 - (learned[rows] * names[rows]).sum(dim=1)).mean()
         image = method.last_image_features.float()

@@ -32,6 +32,7 @@ from avalanche.benchmarks.utils.data_loader import (
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
+from clprompt.data.encoding_batch import EncodingBatchSampler
 from clprompt.training.checkpoint import set_rng_states
 from clprompt.training.distributed import Distributed
 from clprompt.errors import ConfigValueError, NonFiniteLossError
@@ -89,6 +90,7 @@ class PromptStrategy(SupervisedTemplate):
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.views, self.features = views, features
         self.image_batches = image_batches   # an ImageBatches (data.batch_transforms) or None
+        self.encoding_batch = None           # an EncodingBatch (eval.batch_size) or None: eval_mb_size as given
         # torchrun: each process trains on a share of every minibatch and scores a share of every test set
         self.distributed = distributed or Distributed()
         self._batch_share = 1.0              # this process's share of the current minibatch
@@ -197,9 +199,16 @@ class PromptStrategy(SupervisedTemplate):
                              **kwargs):
         loader = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
         self._loader_input(loader, training=False)
-        args = self._obtain_common_dataloader_parameters(batch_size=self.eval_mb_size, shuffle=shuffle, **loader)
+        batch = self.encoding_batch
+        size = batch.size if batch is not None and not self._features_in else self.eval_mb_size
+        args = self._obtain_common_dataloader_parameters(batch_size=size, shuffle=shuffle, **loader)
         collate_from_data_or_kwargs(self.adapted_dataset, args)
-        self.dataloader = SingleDatasetDataLoader(self.adapted_dataset, distributed_sampling=False, **args)
+        if batch is not None and batch.measuring and not self._features_in:   # eval.batch_size=auto, measuring
+            args.pop("batch_size"), args.pop("shuffle", None), args.pop("drop_last", None)
+            self.dataloader = DataLoader(self.adapted_dataset,
+                                         batch_sampler=EncodingBatchSampler(len(self.adapted_dataset), batch), **args)
+        else:
+            self.dataloader = SingleDatasetDataLoader(self.adapted_dataset, distributed_sampling=False, **args)
 
     def _unpack_minibatch(self):
         self.mbatch = list(self.mbatch)
@@ -295,6 +304,8 @@ class PromptStrategy(SupervisedTemplate):
         with self.autocast():
             if self._features_in:
                 return self.model.logits_from_image_features(self.mb_x)
+            if not self.is_training and self.encoding_batch is not None:   # scoring images: time the batch
+                return self.encoding_batch.timed(len(self.mb_x), lambda: self.model(self.mb_x))
             return self.model(self.mb_x)
 
     def eval_epoch(self, **kwargs):

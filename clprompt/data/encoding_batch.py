@@ -1,0 +1,110 @@
+"""The batch the frozen image tower encodes at when it scores or caches images (``eval.batch_size``).
+
+A fixed size (an integer) is used as given. ``auto`` (the default) chooses by device and measurement:
+
+- on CUDA, 256 images: a GPU's tower gains from large batches and 256 images of 224 px fit any card
+  clprompt supports;
+- elsewhere (CPU), the run's own first encoding batches are the measurement: after one warm-up batch of
+  16 images, the tower encodes trial batches of 16, 32, 64, 128 and 256 images, timing each, until a
+  larger batch is slower per image than the best so far; the best size is kept for the rest of the run.
+  On a CPU the tower is often faster per image at 32 than at 256 (its activations stay in the caches).
+
+No work is added: the trial batches are images the run encodes anyway, only cut differently. The tower
+computes each image on its own, so the batch size changes no feature (``tests/test_encoding_batch.py``
+checks bit-equality on this path); results.json records the measured milliseconds per image and the
+choice (``evaluation_batch``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, Optional
+
+import torch
+
+from clprompt.errors import ConfigValueError
+
+CUDA_BATCH = 256
+WARMUP = 16
+TRIALS = (16, 32, 64, 128, 256)
+SLOWER = 1.03   # a trial this much slower per image than the best ends the search
+
+
+class EncodingBatch:
+    """Batch sizes for encoding ``n`` images: ``batches(n)`` yields them lazily, and ``timed(size, call)``
+    runs one encoding, timing it while the size is still being measured."""
+
+    def __init__(self, setting, device: torch.device):
+        if setting == "auto":
+            self.chosen: Optional[int] = CUDA_BATCH if torch.device(device).type == "cuda" else None
+            self.reason = ("auto: 256 on CUDA" if self.chosen else
+                           "auto: measured on the run's first encoding batches")
+        elif isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+            self.chosen, self.reason = setting, f"eval.batch_size={setting}"
+        else:
+            raise ConfigValueError(f"eval.batch_size={setting!r}: give auto or an integer >= 1")
+        self.setting = setting
+        self.seconds_per_image: dict[int, float] = {}
+        self._warmed = False
+        self._trials = list(TRIALS)
+
+    @property
+    def measuring(self) -> bool:
+        return self.chosen is None
+
+    @property
+    def size(self) -> int:
+        """The size now: the chosen one, or the next to measure."""
+        return self.chosen or (self._trials[0] if self._warmed else WARMUP)
+
+    def batches(self, n: int) -> Iterator[int]:
+        """Sizes summing to ``n``, decided one at a time (each after the previous batch was timed)."""
+        left = n
+        while left > 0:
+            size = min(self.size, left)
+            yield size
+            left -= size
+
+    def timed(self, size: int, encode):
+        """``encode()`` (one batch of ``size`` images), timed while measuring. A batch cut short by the end
+        of the data is not a trial of its size."""
+        if not self.measuring:
+            return encode()
+        start = time.perf_counter()
+        out = encode()
+        self.observe(size, time.perf_counter() - start)
+        return out
+
+    def observe(self, size: int, seconds: float) -> None:
+        if not self.measuring:
+            return
+        if not self._warmed:       # the first batch pays one-off costs (allocation, kernels chosen)
+            self._warmed = size == WARMUP
+            return
+        if size != self._trials[0]:
+            return
+        self.seconds_per_image[size] = seconds / size
+        self._trials.pop(0)
+        best = min(self.seconds_per_image, key=self.seconds_per_image.get)
+        if not self._trials or self.seconds_per_image[size] > SLOWER * self.seconds_per_image[best]:
+            self.chosen = best
+
+    def record(self) -> dict:
+        return {"setting": self.setting, "size": self.chosen, "reason": self.reason,
+                "ms_per_image": {str(size): round(1000 * s, 3) for size, s in self.seconds_per_image.items()}}
+
+
+class EncodingBatchSampler(torch.utils.data.Sampler):
+    """Indices 0..n-1 in order, in the batches ``EncodingBatch.batches`` decides as the loop runs."""
+
+    def __init__(self, n: int, encoding: EncodingBatch):
+        self.n, self.encoding = n, encoding
+
+    def __iter__(self):
+        start = 0
+        for size in self.encoding.batches(self.n):
+            yield list(range(start, start + size))
+            start += size
+
+    def __len__(self) -> int:
+        return -(-self.n // self.encoding.size)
