@@ -72,6 +72,23 @@ def test_every_method_runs_one_experience_with_its_defaults(tmp_path_factory, ca
     assert len(fitted) == (1 if method == "attriclip" and model == "miniclip" else 0)
 
 
+# in the default suite: LAMM's alignment (the path that needed fp32), the prompt-per-image and visual-prompt
+# paths; the other methods with -m slow
+BF16_QUICK = ("lamm", "maple_lamm", "cocoop", "vpt_deep", "dualprompt")
+
+
+@pytest.mark.parametrize("method", [m if m in BF16_QUICK else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
+def test_every_method_trains_in_bf16_on_a_cpu(tmp_path_factory, method):
+    """``precision=bf16`` on a CPU (autocast there leaves normalised features in bf16, unlike CUDA's): every
+    method trains one short experience and scores it with finite numbers."""
+    cfg = compose_config([
+        "scenario=tiny_colors", "model=tiny", f"method={method}", "progress=false", "train.epochs=1",
+        "train.warmup_epochs=0", "train.batch_size=4", "scenario.n_classes=2", "scenario.n_experiences=1",
+        "scenario.train_per_class=2", "scenario.test_per_class=2", "precision=bf16", "device=cpu", "cache.dir=null"])
+    results = run(cfg, tmp_path_factory.mktemp(f"{method}_bf16"))
+    assert results["status"] == "complete" and results["accuracy_matrix"][0][0] is not None
+
+
 # ----- the rule -----------------------------------------------------------------------------------------
 
 def test_the_rule_on_12_blocks_keeps_every_list():
