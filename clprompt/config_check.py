@@ -133,7 +133,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], Any]] = {
     "train.compile": (_choice("auto", "on", "off"), "auto, on or off"),
     "train.checkpoint_every": (_int(0), "an integer >= 0 (epochs; 0: a checkpoint after each experience only)"),
     "train.compile_backend": (lambda v: isinstance(v, str) and v != "", "a torch.compile backend, e.g. inductor"),
-    "train.text_chunk": (lambda v: v in ("auto", "off") or is_int(v, 0), "auto (chunks from a memory budget), an "
+    "train.text_chunk": (lambda v: v in ("auto", "off") or v is False or is_int(v, 0),  # YAML reads off as false
+                         "auto (chunks from a memory budget), an "
                          "integer >= 1 (class prompts per text-tower pass) or 0 / off (never chunk)"),
     "train.optimizer.lr": (_number(0, strict=True), "a finite number > 0"),
     "train.optimizer.momentum": (_number(0, maximum=1, strict_maximum=True), "a number in [0, 1)"),

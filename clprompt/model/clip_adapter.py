@@ -30,8 +30,9 @@ from clprompt.errors import ConfigValueError, UnsupportedBackboneError
 # (one block's transients at a time). The element size is the tower's weights' (fp32 under bf16 autocast: the
 # estimate is then twice the activations, on the safe side).
 TEXT_ACTIVATION_FACTOR = 20
-TEXT_CHUNK_BUDGET_CPU = 1 << 30        # bytes of a chunk's activations on CPU (and any non-CUDA device)
-TEXT_CHUNK_BUDGET_CUDA_SHARE = 0.25    # on CUDA: this share of the device's free memory when the chunks are configured
+TEXT_CHUNK_BUDGET_SHARE = 0.25         # a chunk's activations: this share of the memory available when the chunks are
+                                       # configured (the device's free memory on CUDA, the machine's elsewhere)
+TEXT_CHUNK_BUDGET_CPU = 1 << 30        # where the machine's available memory cannot be read
 TEXT_CHUNK_SETTINGS = "auto (chunks from a memory budget), an integer >= 1 (prompts per chunk), or 0 / off (never chunk)"
 
 
@@ -51,9 +52,16 @@ def text_chunk_budget(device) -> tuple[int, str]:
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free * TEXT_CHUNK_BUDGET_CUDA_SHARE), \
-            f"{TEXT_CHUNK_BUDGET_CUDA_SHARE:g} of the {free / 2 ** 30:.1f} GiB free on {device} when measured"
-    return TEXT_CHUNK_BUDGET_CPU, f"{TEXT_CHUNK_BUDGET_CPU / 2 ** 30:g} GiB ({device.type})"
+        return int(free * TEXT_CHUNK_BUDGET_SHARE), \
+            f"{TEXT_CHUNK_BUDGET_SHARE:g} of the {free / 2 ** 30:.1f} GiB free on {device} when measured"
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except (ImportError, OSError):
+        return TEXT_CHUNK_BUDGET_CPU, f"{TEXT_CHUNK_BUDGET_CPU / 2 ** 30:g} GiB ({device.type}; available memory unknown)"
+    return int(available * TEXT_CHUNK_BUDGET_SHARE), \
+        f"{TEXT_CHUNK_BUDGET_SHARE:g} of the {available / 2 ** 30:.1f} GiB available ({device.type}) when measured"
 
 
 def configure_text_chunks(module: torch.nn.Module, setting, device) -> dict:
