@@ -18,12 +18,29 @@ def tiny_backbone():
         return instantiate(compose_config(["model=tiny"]).model)
 
 
+MAX_WORKERS = 4   # each worker holds torch, Avalanche and open_clip (about 1-2 GB): -n auto stops here
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the default, pyproject.toml): one worker per core, at most MAX_WORKERS."""
+    import os
+
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 def pytest_configure(config):
-    """Runs and subprocesses of the suite keep their image features in a folder of their own."""
+    """Runs and subprocesses of the suite keep their image features in a folder of their own. Under
+    pytest-xdist the cores are shared out: each worker (and the runs it starts) computes on its share, so
+    that two workers on two cores do not each start two threads."""
     import os
     import tempfile
 
     os.environ.setdefault("CLPROMPT_CACHE", tempfile.mkdtemp(prefix="clprompt-test-cache-"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
