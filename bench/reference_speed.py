@@ -535,6 +535,7 @@ class Bench:
         detail = {"recorded_peak_rss_mib": results.get("resources", {}).get("peak_rss_mib"),
                   "feature_cache": {k: results.get("feature_cache", {}).get(k) for k in ("used", "hits", "misses")},
                   "train_images": sum(t["train_images"] for t in results["timing"]), "command": command,
+                  "evaluation_batch": results.get("evaluation_batch"),
                   "clprompt_commit": results.get("versions", {}).get("clprompt_commit")}
         return {**phases, "detail": detail, "folder": str(folder)}
 
