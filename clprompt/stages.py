@@ -40,7 +40,7 @@ from clprompt.config_check import NEUTRAL_KEYS, check_config
 from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
 from clprompt.model.clip_adapter import configure_text_chunks
 from clprompt.training.distributed import Distributed
-from clprompt.data.encoding_batch import EncodingBatch
+from clprompt.training.encoding_batch import EncodingBatch
 from clprompt.data.feature_cache import ExperienceFeatures, FeatureCache, encoder_identity, resolve_mode
 from clprompt.records import run_folder
 from clprompt.records.evaluation import AccuracyMatrixPlugin, resolve_protocol

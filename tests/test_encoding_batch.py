@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from clprompt.data.encoding_batch import TRIALS, WARMUP, EncodingBatch, EncodingBatchSampler
+from clprompt.training.encoding_batch import TRIALS, WARMUP, EncodingBatch, EncodingBatchSampler
 from clprompt.errors import ConfigValueError
 from helpers import compose_config
 

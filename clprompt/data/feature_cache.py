@@ -56,7 +56,7 @@ from avalanche.benchmarks.utils.classification_dataset import (
 )
 from torch.utils.data import DataLoader, Dataset
 
-from clprompt.data.encoding_batch import EncodingBatch, EncodingBatchSampler
+from clprompt.training.encoding_batch import EncodingBatch, EncodingBatchSampler
 from clprompt.training.distributed import Distributed
 from clprompt.errors import ClpromptError, ConfigValueError
 from scenarios.atomic_write import write_atomic

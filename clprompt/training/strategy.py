@@ -32,7 +32,7 @@ from avalanche.benchmarks.utils.data_loader import (
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from clprompt.data.encoding_batch import EncodingBatchSampler
+from clprompt.training.encoding_batch import EncodingBatchSampler
 from clprompt.training.checkpoint import set_rng_states
 from clprompt.training.distributed import Distributed
 from clprompt.errors import ConfigValueError, NonFiniteLossError
