@@ -472,7 +472,10 @@ class ExperienceFeatures:
 
     @property
     def encoder(self) -> str:
-        return digest(self.encoder_words)
+        """The digest of ``encoder_words``, computed once."""
+        if getattr(self, "_encoder_digest", None) is None:
+            self._encoder_digest = digest(self.encoder_words)
+        return self._encoder_digest
 
     def _key(self, stream_name: str, view: Optional[int]) -> tuple[FeatureKey, bool]:
         if stream_name not in self.sources:
