@@ -35,12 +35,24 @@ def pytest_configure(config):
     import os
     import tempfile
 
-    os.environ.setdefault("CLPROMPT_CACHE", tempfile.mkdtemp(prefix="clprompt-test-cache-"))
+    if "CLPROMPT_CACHE" not in os.environ:
+        config._clprompt_test_cache = tempfile.mkdtemp(prefix="clprompt-test-cache-")
+        os.environ["CLPROMPT_CACHE"] = config._clprompt_test_cache
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+def pytest_unconfigure(config):
+    """The feature folder this process made for the suite goes with it (pytest-xdist's workers inherit the
+    controller's, which removes it once they are done)."""
+    import shutil
+
+    folder = getattr(config, "_clprompt_test_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
