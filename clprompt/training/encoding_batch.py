@@ -5,9 +5,12 @@ A fixed size (an integer) is used as given. ``auto`` (the default) chooses by de
 - on CUDA, 256 images: a GPU's tower gains from large batches and 256 images of 224 px fit any card
   clprompt supports;
 - elsewhere (CPU), the run's own first encoding batches are the measurement: after one warm-up batch of
-  16 images, the tower encodes trial batches of 16, 32, 64, 128 and 256 images, timing each, until a
-  larger batch is slower per image than the best so far; the best size is kept for the rest of the run.
-  On a CPU the tower is often faster per image at 32 than at 256 (its activations stay in the caches).
+  16 images, the tower encodes two trial batches each of 16, 32, 64, 128 and 256 images, timing each,
+  until a size is more than 3 % slower per image than the best so far. A size's time is the faster of its
+  two batches (one batch slowed by other work on the machine does not decide), and the run keeps the
+  smallest size within 3 % of the fastest: differences that small are within the noise of a shared
+  machine, and a smaller batch takes less memory. On a CPU the tower is often faster per image at 32 than
+  at 256 (its activations stay in the caches).
 
 No work is added: the trial batches are images the run encodes anyway, only cut differently. The tower
 computes each image on its own, so the batch size changes no feature (``tests/test_encoding_batch.py``
@@ -27,7 +30,8 @@ from clprompt.errors import ConfigValueError
 CUDA_BATCH = 256
 WARMUP = 16
 TRIALS = (16, 32, 64, 128, 256)
-SLOWER = 1.03   # a trial this much slower per image than the best ends the search
+TRIAL_BATCHES = 2   # timed batches per trial size; the faster counts
+SLOWER = 1.03   # a trial this much slower per image than the best ends the search; sizes within it tie
 
 
 class EncodingBatch:
@@ -47,6 +51,7 @@ class EncodingBatch:
         self.seconds_per_image: dict[int, float] = {}
         self._warmed = False
         self._trials = list(TRIALS)
+        self._timed: list[float] = []   # seconds per image of the current trial size's batches
 
     @property
     def measuring(self) -> bool:
@@ -83,11 +88,15 @@ class EncodingBatch:
             return
         if size != self._trials[0]:
             return
-        self.seconds_per_image[size] = seconds / size
+        self._timed.append(seconds / size)
+        if len(self._timed) < TRIAL_BATCHES:
+            return
+        self.seconds_per_image[size] = min(self._timed)
+        self._timed = []
         self._trials.pop(0)
-        best = min(self.seconds_per_image, key=self.seconds_per_image.get)
-        if not self._trials or self.seconds_per_image[size] > SLOWER * self.seconds_per_image[best]:
-            self.chosen = best
+        fastest = min(self.seconds_per_image.values())
+        if not self._trials or self.seconds_per_image[size] > SLOWER * fastest:
+            self.chosen = min(s for s, t in self.seconds_per_image.items() if t <= SLOWER * fastest)
 
     def record(self) -> dict:
         return {"setting": self.setting, "size": self.chosen, "reason": self.reason,
