@@ -3,14 +3,14 @@
 The floors, bottom to top (docs/architecture.md draws them):
 
     scenarios            the data side: datasets -> Avalanche streams (imports nothing of clprompt)
-    foundation           clprompt/__init__, errors, config_check
+    foundation           clprompt/__init__, errors, config_check, versions
     model                the frozen CLIP: backbone, the open_clip adapter, losses
     parts                the slots a method composes
     methods              one file per method
     training             strategy, compiled step, checkpoints, torchrun, stop signals
     data                 views, batched transforms, feature cache, training protocols
     records              accuracy matrix, metrics, logs, outputs
-    command line         run, stages, pretrain, report, sweep, __main__
+    command line         run, stages, pretrain (miniclip_pretraining), report, sweep, __main__
 
 The check reads the source (every import, at module level or inside a function), so a lazy import
 upwards is caught as well.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ["scenarios", "foundation", "model", "parts", "methods", "training", "data", "records", "command line"]
-FOUNDATION = {"clprompt", "clprompt.errors", "clprompt.config_check"}
-COMMAND_LINE = {"clprompt.run", "clprompt.stages", "clprompt.pretrain", "clprompt.report", "clprompt.sweep",
-                "clprompt.__main__"}
+FOUNDATION = {"clprompt", "clprompt.errors", "clprompt.config_check", "clprompt.versions"}
+COMMAND_LINE = {"clprompt.run", "clprompt.stages", "clprompt.pretrain", "clprompt.miniclip_pretraining",
+                "clprompt.report", "clprompt.sweep", "clprompt.__main__"}
 
 
 def module_name(path: Path) -> str:

@@ -11,7 +11,7 @@ from PIL import Image
 from clprompt.model.backbone import PROJECT_ROOT, load_backbone, sha256_of_file
 from clprompt.errors import WeightsUnavailableError
 from clprompt.methods.zeroshot import ZeroShot
-from clprompt.pretrain import label_aware_infonce, pretrain, to_model_input
+from clprompt.miniclip_pretraining import label_aware_infonce, pretrain, to_model_input
 from helpers import compose_config
 from scenarios.sandbox.tasks import colour_shape_task, render_split
 

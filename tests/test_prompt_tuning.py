@@ -198,7 +198,7 @@ def test_lamm_keeps_old_classes_text_features_fixed_across_experiences(tmp_path)
 def palette_toy():
     """20 hue-shifted classes of the sandbox (purple and orange shapes: the shift confuses them with
     their neighbours), 2 images each, and the mini-CLIP."""
-    from clprompt.pretrain import to_model_input
+    from clprompt.miniclip_pretraining import to_model_input
     from scenarios.sandbox.tasks import TASKS, render_split
 
     backbone = instantiate(compose_config(["model=miniclip"]).model)
