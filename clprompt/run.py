@@ -135,7 +135,7 @@ def check_launcher(argv: list[str]) -> None:
 
 def version_line() -> str:
     """What ``--version`` prints: clprompt's version and commit, and the versions it runs on."""
-    from clprompt.stages import versions
+    from clprompt.versions import versions
 
     found = versions()
     commit = f" (commit {found['clprompt_commit']})" if found["clprompt_commit"] else ""

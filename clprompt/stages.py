@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import random
 import re
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -38,6 +36,8 @@ from clprompt.training import checkpoint, stop_signal
 from clprompt.training.checkpoint import CheckpointError
 from clprompt.config_check import NEUTRAL_KEYS, check_config
 from clprompt.training.compiled_step import CompiledTextTower, resolve_compile
+from clprompt.model.backbone import in_background
+from clprompt.versions import versions
 from clprompt.model.clip_adapter import configure_text_chunks
 from clprompt.training.distributed import Distributed
 from clprompt.training.encoding_batch import EncodingBatch
@@ -165,8 +165,9 @@ def build_features(cfg: DictConfig, method, stream, backbone, strategy, device, 
     if not enabled:
         return None, None, record
     cache = FeatureCache(cfg.cache.dir, distributed)
-    # the tower's weights hashed on another thread (hashlib releases the GIL) until the first key needs them
-    encoder = ThreadPoolExecutor(1).submit(encoder_identity, backbone.model.visual, strategy.amp_dtype, device)
+    # the tower's identity on another thread (hashlib releases the GIL) until the first key needs it
+    encoder = in_background(encoder_identity, backbone.model.visual, strategy.amp_dtype, device,
+                            backbone.identity.get("sha256") if backbone.identity["source"] == "file" else None)
     features = ExperienceFeatures(cache, encoder, dict(stream.splits), strategy.encode_images, device,
                                   strategy.encoding_batch, loader_args, images=images)
     return features, cache, record
@@ -316,34 +317,6 @@ def peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
         record["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return record
-
-
-def versions() -> dict:
-    import avalanche
-    import open_clip
-
-    import clprompt
-
-    return {"clprompt": clprompt.__version__, "clprompt_commit": git_commit(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "open_clip": open_clip.__version__, "avalanche": avalanche.__version__}
-
-
-def git_commit() -> Optional[str]:
-    """The checkout's commit (with '+dirty' for uncommitted changes) when clprompt runs from one, else None."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return None
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit + ("+dirty" if dirty else "")) or None
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

@@ -31,6 +31,31 @@ def test_checkpoint_file_loads_exactly_and_its_sha256_is_recorded(tmp_path, tiny
         assert torch.equal(a, b), name
 
 
+def test_a_checkpoint_load_draws_no_random_init_and_leaves_the_generator_as_it_was(tmp_path, tiny_backbone,
+                                                                                      monkeypatch):
+    """The weights a strict load overwrites are not drawn first, and the run's generator is where it was:
+    what a run draws next does not depend on the architecture's init."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), path)
+    fills = []
+    original = torch.nn.init.normal_
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda tensor, *a, **k: fills.append(1) or original(tensor, *a, **k))
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    loaded = instantiate(tiny_model_config(), pretrained=str(path))
+    assert fills == [] and torch.equal(torch.get_rng_state(), before)
+    for (name, a), b in zip(tiny_backbone.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    instantiate(tiny_model_config(), pretrained=None)      # random weights: drawn, as before
+    assert fills and not torch.equal(torch.get_rng_state(), before)
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError):            # a failed load puts the fills back too
+        load_backbone("tiny", pretrained=str(tmp_path / "garbage.pt"), config=tiny_model_config().config)
+    fills.clear()
+    torch.nn.init.normal_(torch.empty(3))
+    assert fills == [1]
+
+
 def test_missing_checkpoint_file_is_refused(tmp_path):
     with pytest.raises(WeightsUnavailableError, match="no such checkpoint file"):
         load_backbone("tiny", pretrained=str(tmp_path / "missing.safetensors"), config=tiny_model_config().config)

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from clprompt.data.augmentation import SampleViews, train_transform, view_seed
 from clprompt.errors import ConfigValueError
-from clprompt.data.feature_cache import FeatureCache, FeatureKey, check_writable, resolve_mode
+from clprompt.data.feature_cache import FeatureCache, FeatureKey, check_writable, encoder_identity, resolve_mode
 from helpers import compose_config, traced_run
 from scenarios.array_dataset import ArrayImageDataset
 from scenarios.protocols.relabeled import RelabeledSubset
@@ -99,6 +99,26 @@ def counting_encoder(features):
         calls.append(list(positions))
         return features[positions]
     return encode, calls
+
+
+def test_the_encoder_identity_is_the_weights_file_or_the_hashed_tensors(tiny_backbone, tmp_path):
+    """A tower loaded from a file is named by the file's sha256 (computed while loading) and its dtypes; a
+    tower with no file (random init, a tag) by its hashed tensors. Either way the modules count too."""
+    tower, cpu = tiny_backbone.model.visual, torch.device("cpu")
+    from_file = encoder_identity(tower, None, cpu, "ab" * 32)
+    assert from_file["weights_file_sha256"] == "ab" * 32 and from_file["weights_dtypes"] == ["torch.float32"]
+    assert "weights_sha256" not in from_file
+    assert encoder_identity(tower, None, cpu, "cd" * 32) != from_file
+    hashed = encoder_identity(tower, None, cpu)
+    assert len(hashed["weights_sha256"]) == 64 and hashed == encoder_identity(tower, None, cpu)
+    changed = instantiate(compose_config(["model=tiny"]).model)          # other random weights
+    assert encoder_identity(changed.model.visual, None, cpu)["weights_sha256"] != hashed["weights_sha256"]
+    # a run from a checkpoint file keys its features by that file
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), path)
+    loaded = instantiate(compose_config(["model=tiny"]).model, pretrained=str(path))
+    assert encoder_identity(loaded.model.visual, None, cpu, loaded.identity["sha256"])["weights_file_sha256"] == \
+        loaded.identity["sha256"]
 
 
 def test_cache_encodes_each_sample_once_and_keeps_the_order(tmp_path):

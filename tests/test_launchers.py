@@ -105,3 +105,12 @@ def test_the_version_names_clprompt_and_its_commit():
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.startswith("clprompt 0.1.0 (commit ") and "torch" in done.stdout
+        # read without importing them, yet the versions this interpreter imports
+        import avalanche
+        import open_clip
+        assert f"torch {torch.__version__}," in done.stdout and f"open_clip {open_clip.__version__}," in done.stdout
+        assert done.stdout.strip().endswith(f"avalanche {avalanche.__version__}")
+    heavy = subprocess.run([sys.executable, "-c", "import sys; from clprompt.run import version_line; version_line(); "
+                            "print(sorted({'torch', 'open_clip', 'avalanche'} & set(sys.modules)))"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert heavy.stdout.strip() == "[]", heavy.stderr[-2000:]

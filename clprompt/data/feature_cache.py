@@ -76,17 +76,28 @@ def digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def encoder_identity(image_tower: torch.nn.Module, amp_dtype: Optional[torch.dtype], device: torch.device) -> dict:
-    """What decides the features an image tower computes: its weights, precision, device type, versions."""
+def encoder_identity(image_tower: torch.nn.Module, amp_dtype: Optional[torch.dtype], device: torch.device,
+                     weights_file_sha256: Optional[str] = None) -> dict:
+    """What decides the features an image tower computes: its weights, precision, device type, versions.
+
+    The weights are the checkpoint file's sha256 when the tower was loaded from a file (``load_backbone``
+    computed it while building the model, and a strict load puts exactly the file's values in the tower,
+    cast to the dtypes recorded here); otherwise (random init, a downloaded tag) the tensors are hashed."""
     import open_clip
 
-    weights = hashlib.sha256()
-    for name, tensor in sorted(image_tower.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+    state = image_tower.state_dict()
+    if weights_file_sha256:
+        weights = {"weights_file_sha256": weights_file_sha256,
+                   "weights_dtypes": sorted({str(t.dtype) for t in state.values()})}
+    else:
+        hashed = hashlib.sha256()
+        for name, tensor in sorted(state.items()):
+            hashed.update(name.encode())
+            hashed.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+        weights = {"weights_sha256": hashed.hexdigest()}
     # the modules, not only the weights: the same weights with QuickGELU or GELU compute other features
     architecture = hashlib.sha256(repr(image_tower).encode()).hexdigest()
-    return {"weights_sha256": weights.hexdigest(), "architecture_sha256": architecture, "autocast": str(amp_dtype),
+    return {**weights, "architecture_sha256": architecture, "autocast": str(amp_dtype),
             "device_type": device.type, "torch": torch.__version__, "open_clip": open_clip.__version__}
 
 

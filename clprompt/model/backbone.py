@@ -11,8 +11,8 @@ import hashlib
 import logging
 import os
 import pickle
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -103,6 +103,43 @@ def named_weights_file(path: Optional[str], architecture: str):
         ) from None
 
 
+INIT_FILLS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+              "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextmanager
+def weights_from_checkpoint():
+    """Build a model whose every weight a strict checkpoint load then overwrites.
+
+    ``torch.nn.init``'s fills are skipped (drawing ViT-B's random init takes about a second on a CPU core,
+    ViT-L's several, and the load replaces all of it; open_clip and ``_build_custom`` load full checkpoints
+    with ``strict=True``, so no weight keeps its unfilled memory), and the global random generator is left
+    as it was: what the run draws next (prompt inits, shuffling) does not depend on how the architecture
+    draws its init."""
+    saved = {name: getattr(torch.nn.init, name) for name in INIT_FILLS}
+    with torch.random.fork_rng(devices=[]):
+        try:
+            for name in INIT_FILLS:
+                setattr(torch.nn.init, name, _unfilled)
+            yield
+        finally:
+            for name, fill in saved.items():
+                setattr(torch.nn.init, name, fill)
+
+
+def _unfilled(tensor, *args, **kwargs):
+    return tensor
+
+
+def in_background(function, *args) -> Future:
+    """``function(*args)`` on a thread of its own, which ends with it."""
+    executor = ThreadPoolExecutor(1)
+    try:
+        return executor.submit(function, *args)
+    finally:
+        executor.shutdown(wait=False)
+
+
 def _build_custom(config: dict, source: str, path: Optional[str]) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
     """An open_clip ``CLIP`` from an inline config (the ``config:`` block of a model YAML)."""
     if isinstance(config, DictConfig):
@@ -174,7 +211,7 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
     source, value = _resolve_source(arch, pretrained)
     # the file's digest (its identity for resumes and sweeps) is read beside the model's construction:
     # hashlib releases the GIL, so on a second core it costs no time
-    hashing = ThreadPoolExecutor(1).submit(sha256_of_file, value) if source == "file" else None
+    hashing = in_background(sha256_of_file, value) if source == "file" else None
     identity = {"arch": arch, "source": source, "open_clip_version": open_clip.__version__}
 
     def check_digest() -> Optional[str]:
@@ -187,11 +224,12 @@ def load_backbone(arch: str, pretrained: Optional[str] = None, quick_gelu: Optio
         return digest
 
     try:
-        if config is not None:
-            model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
-        else:
-            model, tokenizer, train_transform, eval_transform = _build_registered(arch, source, value, quick_gelu,
-                                                                                 cache_dir, identity)
+        with weights_from_checkpoint() if source in ("file", "tag") else nullcontext():
+            if config is not None:
+                model, tokenizer, train_transform, eval_transform = _build_custom(config, source, value)
+            else:
+                model, tokenizer, train_transform, eval_transform = _build_registered(arch, source, value,
+                                                                                     quick_gelu, cache_dir, identity)
     except Exception:
         check_digest()   # a file that is not the expected one is named as such, not by the error it caused
         raise
