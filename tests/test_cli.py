@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import REPO, write_fashion_mnist
+from helpers import REPO, compose_config, write_fashion_mnist
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -83,10 +83,19 @@ def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow   # in-process: test_a_missing_required_method_option_is_named_in_process
 def test_a_missing_required_method_option_is_named():
     done = clprompt_run("method=coop", "model=tiny", "scenario=tiny_colors", "~method.context")
     assert done.returncode != 0
     assert "missing 1 required positional argument: 'context'" in done.stderr and "full_key: method" in done.stderr
+
+
+def test_a_missing_required_method_option_is_named_in_process(tmp_path):
+    from clprompt.run import run
+
+    with pytest.raises(Exception, match=r"(?s)(full_key: method.*missing 1 required positional argument: 'context'|"
+                                        r"missing 1 required positional argument: 'context'.*full_key: method)"):
+        run(compose_config(["method=coop", "model=tiny", "scenario=tiny_colors", "~method.context"]), tmp_path)
 
 
 @pytest.mark.slow   # in-process: tests/test_visual_prompts.py::test_resnet_image_towers_are_refused
@@ -97,6 +106,16 @@ def test_maple_on_a_resnet_is_refused_with_the_cause(tmp_path):
     assert "MaPLe needs a ViT image tower" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_training_only_in_the_warm_up_is_refused_with_the_two_keys_in_process(tmp_path):
+    from clprompt.errors import ConfigValueError
+    from clprompt.run import run
+
+    with pytest.raises(ConfigValueError, match=r"train.epochs=1 is not larger than train.warmup_epochs=1.*"
+                                               r"train.warmup_epochs=0"):
+        run(compose_config(["scenario=tiny_colors", "model=tiny", "method=coop", "train.epochs=1"]), tmp_path / "run")
+
+
+@pytest.mark.slow   # in-process: test_training_only_in_the_warm_up_is_refused_with_the_two_keys_in_process
 def test_training_only_in_the_warm_up_is_refused_with_the_two_keys(tmp_path):
     out = tmp_path / "run"
     done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=coop", "train.epochs=1", f"hydra.run.dir={out}")
