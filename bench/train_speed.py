@@ -106,6 +106,8 @@ def main() -> None:
         common = ["scenario=split_cifar", f"data.root={work / 'data'}", "model=vit_b16", "model.pretrained=null",
                   "device=cuda", f"train.augmentation={args.augmentation or 'coop'}"]
         machine = torch.cuda.get_device_name(0)
+    if epochs <= 1:   # one epoch would be all warm-up (train.warmup_epochs=1), which a run refuses
+        common.append("train.warmup_epochs=0")
     print(f"machine: {machine}; {' '.join(common)} train.epochs={epochs}", flush=True)
     # path -> (overrides, feature cache folder): "default, warm" reuses what "default" cached
     paths = {"today": (["train.feature_cache=off", "data.num_workers=0", "train.compile=off",
