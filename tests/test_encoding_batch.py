@@ -23,20 +23,26 @@ def feed(batch: EncodingBatch, n: int, ms_per_image: dict) -> list[int]:
 def test_auto_on_cpu_warms_up_then_tries_growing_batches_and_keeps_the_fastest():
     batch = EncodingBatch("auto", torch.device("cpu"))
     assert batch.measuring and batch.size == WARMUP
-    sizes = feed(batch, 1000, {16: 70.0, 32: 60.0, 64: 61.0, 128: 75.0})
-    # warm-up 16, two batches each of 16, 32, 64, 128 (slower than 32 by more than 3 %: the search ends),
-    # then 32s: 64 is within 3 % of 32, and the smaller of sizes that tie is kept
-    assert sizes[:9] == [16, 16, 16, 32, 32, 64, 64, 128, 128]
+    sizes = feed(batch, 1000, {16: 70.0, 32: 60.0, 64: 61.0})
+    # warm-up 16, two batches each of 16, 32, 64 (the largest trial: the search ends), then 32s: 64 is
+    # within 3 % of 32, and the smaller of sizes that tie is kept
+    assert sizes[:7] == [16, 16, 16, 32, 32, 64, 64]
     assert batch.chosen == 32 and not batch.measuring
-    assert set(sizes[9:-1]) == {32} and sum(sizes) == 1000
+    assert set(sizes[7:-1]) == {32} and sum(sizes) == 1000
     record = batch.record()
-    assert record["size"] == 32 and record["ms_per_image"] == {"16": 70.0, "32": 60.0, "64": 61.0, "128": 75.0}
+    assert record["size"] == 32 and record["ms_per_image"] == {"16": 70.0, "32": 60.0, "64": 61.0}
+
+
+def test_a_size_more_than_three_percent_slower_ends_the_search():
+    batch = EncodingBatch("auto", torch.device("cpu"))
+    sizes = feed(batch, 1000, {16: 70.0, 32: 80.0, 64: 50.0})
+    assert sizes[:5] == [16, 16, 16, 32, 32] and batch.chosen == 16   # 64 is never tried
 
 
 def test_auto_keeps_the_largest_when_every_trial_is_faster():
     batch = EncodingBatch("auto", torch.device("cpu"))
-    feed(batch, 5000, {16: 10.0, 32: 9.0, 64: 8.0, 128: 7.0, 256: 6.0})
-    assert batch.chosen == TRIALS[-1]
+    feed(batch, 5000, {16: 10.0, 32: 9.0, 64: 8.0})
+    assert batch.chosen == TRIALS[-1] == 64   # on a CPU the trials stop at 64
 
 
 def test_a_batch_cut_short_by_the_end_of_the_data_is_no_trial():
@@ -65,8 +71,8 @@ def test_one_batch_slowed_by_other_work_does_not_decide():
 
 def test_the_smallest_of_sizes_within_three_percent_is_kept():
     batch = EncodingBatch("auto", torch.device("cpu"))
-    feed(batch, 5000, {16: 80.0, 32: 70.0, 64: 69.0, 128: 68.5, 256: 80.0})
-    assert batch.chosen == 32   # 64 and 128 are faster by less than 3 %: noise, and more memory
+    feed(batch, 5000, {16: 80.0, 32: 70.0, 64: 68.5})
+    assert batch.chosen == 32   # 64 is faster by less than 3 %: noise, and more memory
 
 
 def test_fixed_sizes_and_cuda():
