@@ -1,0 +1,42 @@
+"""A finished run's process ends without the interpreter's teardown (``clprompt.run.exit_without_teardown``),
+yet does what an exit must: atexit handlers, logs and output flushed, status 0; with another non-daemon
+thread alive it leaves the exit to the interpreter."""
+
+import subprocess
+import sys
+
+from helpers import REPO
+
+SCRIPT = r"""
+import atexit, logging, sys, threading, time
+from pathlib import Path
+folder = Path(sys.argv[1])
+atexit.register(lambda: (folder / "atexit_ran").write_text("yes"))
+handler = logging.FileHandler(folder / "run.log")
+logging.getLogger().addHandler(handler)
+logging.getLogger().setLevel(logging.INFO)
+logging.info("the last line of the log")
+print("the last line of stdout", end="")
+if sys.argv[2] == "thread":
+    threading.Thread(target=time.sleep, args=(1,)).start()      # a non-daemon thread still alive
+from clprompt.run import exit_without_teardown
+exit_without_teardown()
+(folder / "after_the_call").write_text("the interpreter goes on, then exits the ordinary way")
+"""
+
+
+def test_the_exit_runs_the_handlers_flushes_and_skips_the_teardown(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "alone"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "the last line of stdout"
+    assert (tmp_path / "atexit_ran").read_text() == "yes"
+    assert "the last line of the log" in (tmp_path / "run.log").read_text()
+    assert not (tmp_path / "after_the_call").exists()    # os._exit: nothing after the call ran
+
+
+def test_with_another_thread_alive_the_interpreter_exits_as_usual(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "thread"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "after_the_call").exists() and (tmp_path / "atexit_ran").exists()
