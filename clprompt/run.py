@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from clprompt import config_dir
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under, unknown_override
 from clprompt.errors import ClpromptError, ConfigValueError
-from clprompt.sweep import fail
+from clprompt.sweep import fail, in_multirun, release_freed_memory
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -48,6 +48,9 @@ def main(cfg: DictConfig):
         if error.errno not in STORAGE_ERRORS:
             raise   # a bug: Hydra shows its traceback
         return fail(cfg, run_dir, ClpromptError(storage_problem(error, run_dir)))
+    finally:
+        if in_multirun():   # the next job of the sweep starts on a heap without this one's freed pages
+            release_freed_memory()
 
 
 # A file the run writes (results, checkpoint, TensorBoard events, the feature cache) cannot be written: the

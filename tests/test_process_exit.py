@@ -1,9 +1,12 @@
-"""A finished run's process ends without the interpreter's teardown (``clprompt.run.exit_without_teardown``),
-yet does what an exit must: atexit handlers, logs and output flushed, status 0; with another non-daemon
-thread alive it leaves the exit to the interpreter."""
+"""The process around runs: a finished run ends without the interpreter's teardown
+(``clprompt.run.exit_without_teardown``), yet does what an exit must (atexit handlers, logs and output
+flushed, status 0; with another non-daemon thread alive it leaves the exit to the interpreter); between
+the jobs of a sweep in one process the freed heap goes back to the system."""
 
 import subprocess
 import sys
+
+import pytest
 
 from helpers import REPO
 
@@ -40,3 +43,29 @@ def test_with_another_thread_alive_the_interpreter_exits_as_usual(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "after_the_call").exists() and (tmp_path / "atexit_ran").exists()
+
+
+TRIM = r"""
+import sys
+from clprompt.sweep import release_freed_memory
+
+def rss():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) // 1024
+
+chunks, pins = [], []
+for _ in range(4000):               # 200 MB in 50 KB blocks (the heap, not mmap), each followed by a live pin
+    chunks.append(bytearray(50_000))
+    pins.append(bytearray(64))
+del chunks                          # freed, but the pins keep the heap from shrinking at its top
+freed = rss()
+release_freed_memory()
+print(freed, rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim: glibc on Linux")
+def test_between_sweep_jobs_the_freed_heap_goes_back_to_the_system():
+    done = subprocess.run([sys.executable, "-c", TRIM], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    freed, trimmed = map(int, done.stdout.split())
+    assert freed - trimmed > 150, (freed, trimmed)    # MiB of the 200 handed back
