@@ -159,6 +159,8 @@ def exit_without_teardown() -> None:
     import os
     import threading
 
+    if "torch" not in sys.modules:   # a command that loaded none of them (--cfg job) ends quickly anyway
+        return
     if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
            if thread is not threading.current_thread()):
         return

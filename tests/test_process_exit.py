@@ -20,6 +20,7 @@ logging.getLogger().addHandler(handler)
 logging.getLogger().setLevel(logging.INFO)
 logging.info("the last line of the log")
 print("the last line of stdout", end="")
+import torch                                            # what makes the teardown slow
 if sys.argv[2] == "thread":
     threading.Thread(target=time.sleep, args=(1,)).start()      # a non-daemon thread still alive
 from clprompt.run import exit_without_teardown
@@ -53,9 +54,9 @@ def rss():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) // 1024
 
 chunks, pins = [], []
-for _ in range(4000):               # 200 MB in 50 KB blocks (the heap, not mmap), each followed by a live pin
-    chunks.append(bytearray(50_000))
-    pins.append(bytearray(64))
+for _ in range(4000):               # 200 MB in 50 KB blocks (malloc's heap, not mmap), each followed by a live
+    chunks.append(bytearray(50_000))    # 1 KB pin (malloc's too: above Python's small-object allocator)
+    pins.append(bytearray(1_000))
 del chunks                          # freed, but the pins keep the heap from shrinking at its top
 freed = rss()
 release_freed_memory()
