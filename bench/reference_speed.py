@@ -25,8 +25,9 @@ The workload, the same files for both sides (written once under --work):
   (``--triplet-loss --origin-clip``, context "a photo of a") against ``method=lamm``.
 
 Sections (``--only``): ``first`` (paired interleaved repeats of one run per side: train, eval, end to
-end, fixed cost, peak RSS), ``study`` (CoOp and LAMM x 3 seeds: the reference from scratch per run,
-clprompt one sweep sharing its feature cache), ``scaling`` (one text-side training step on fixed image
+end, fixed cost, peak RSS), ``study`` (CoOp and LAMM x 3 seeds x 4 and 16 shots, on data
+with 40 training images per class: the reference from scratch per run, clprompt one sweep sharing its
+feature cache), ``scaling`` (one text-side training step on fixed image
 features at 10 / 100 / 250 / 1000 classes, each case in a fresh process). Prints markdown tables as
 results come; ``--json`` saves the raw numbers. Ratios are reference / clprompt: above 1, clprompt is
 faster (or smaller).
@@ -74,52 +75,62 @@ class Workload:
     image_px: int
     epochs: int
     seeds: tuple          # the study's seeds
+    study_shots: tuple    # the study's shot counts
+    study_train_per_class: int   # the study's data: more training images per class than its largest shot count,
+                                 # so that draws of different shot counts overlap only by chance (Caltech101's
+                                 # split holds about 41 per class)
     scaling: tuple        # the class counts of the scaling section
     scaling_steps: int
     scaling_seconds: float
 
 
-FULL = Workload("full", 10, 16, 4, 50, 256, 2, (1, 2, 3), SCALING_CLASSES, 5, 30.0)
-QUICK = Workload("quick", 4, 4, 1, 10, 64, 2, (1, 2), (4, 10), 2, 5.0)
+FULL = Workload("full", 10, 16, 4, 50, 256, 2, (1, 2, 3), (4, 16), 40, SCALING_CLASSES, 5, 30.0)
+QUICK = Workload("quick", 4, 4, 1, 10, 64, 2, (1, 2), (2, 4), 8, (4, 10), 2, 5.0)
 
 
 # --- the clprompt side's command ------------------------------------------------------------------------
 
 
-def clprompt_overrides(method: str, workload: Workload, data_root: Path, weights: Path, seed: int) -> list:
+def clprompt_overrides(method: str, workload: Workload, data_root: Path, weights: Path, seed: int,
+                       shots: int | None = None) -> list:
     """The Hydra overrides of clprompt's run of ``workload`` (CoOp's recipe: see the module docstring)."""
     return ["scenario=caltech101", f"data.root={data_root}", f"method={method}", "model=vit_b32",
             f"model.pretrained={weights}", "model.quick_gelu=true", "protocol=few_shot",
-            f"protocol.shots={workload.shots}", f"protocol.shots_seed={seed}", f"seed={seed}",
+            f"protocol.shots={shots or workload.shots}", f"protocol.shots_seed={seed}", f"seed={seed}",
             "train.augmentation=coop", f"train.epochs={workload.epochs}", "train.batch_size=32",
             "precision=fp32", "device=cpu", "data.num_workers=0", "progress=false"]
 
 
 def clprompt_command(method: str, workload: Workload, data_root: Path, weights: Path, seed: int,
-                     run_dir: Path, cache_dir: Path, extra: tuple = ()) -> list:
+                     run_dir: Path, cache_dir: Path, extra: tuple = (), shots: int | None = None) -> list:
     """``python -m clprompt.run ...``: one run of ``method`` into ``run_dir``, features cached in ``cache_dir``."""
-    return [sys.executable, "-m", "clprompt.run", *clprompt_overrides(method, workload, data_root, weights, seed),
+    return [sys.executable, "-m", "clprompt.run",
+            *clprompt_overrides(method, workload, data_root, weights, seed, shots),
             f"hydra.run.dir={run_dir}", f"cache.dir={cache_dir}", *extra]
 
 
 def clprompt_sweep_command(methods: list, workload: Workload, data_root: Path, weights: Path, seeds: tuple,
-                           sweep_dir: Path, cache_dir: Path, extra: tuple = ()) -> list:
-    """One Hydra multirun over methods x seeds (``protocol.shots_seed`` follows ``seed``, as CoOp's --seed
-    sets both), every job reading and filling the same feature cache."""
+                           sweep_dir: Path, cache_dir: Path, extra: tuple = (), shots: tuple = ()) -> list:
+    """One Hydra multirun over methods x seeds (x ``shots``, when given: ``protocol.shots``), with
+    ``protocol.shots_seed`` following ``seed`` as CoOp's --seed sets both, every job reading and filling the
+    same feature cache."""
+    swept = ("method=", "seed=", "protocol.shots_seed=") + (("protocol.shots=",) if shots else ())
     overrides = [o for o in clprompt_overrides(methods[0], workload, data_root, weights, seeds[0])
-                 if not o.startswith(("method=", "seed=", "protocol.shots_seed="))]
+                 if not o.startswith(swept)]
     return [sys.executable, "-m", "clprompt.run", "-m", *overrides, f"method={','.join(methods)}",
             f"seed={','.join(str(s) for s in seeds)}", "protocol.shots_seed=${seed}",
+            *([f"protocol.shots={','.join(str(k) for k in shots)}"] if shots else []),
             f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}", f"cache.dir={cache_dir}", *extra]
 
 
 # --- the reference side's options ------------------------------------------------------------------------
 
 
-def reference_options(kind: str, workload: Workload, root: Path, data_root: Path, output_dir: Path, seed: int) -> dict:
+def reference_options(kind: str, workload: Workload, root: Path, data_root: Path, output_dir: Path, seed: int,
+                      shots: int | None = None) -> dict:
     """The arguments of CoOp's / LAMM's train.py for ``workload`` (their scripts' options, ViT-B/32, fp32)."""
     opts = ["TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False", "TRAINER.COOP.CLASS_TOKEN_POSITION", "end",
-            "DATASET.NUM_SHOTS", str(workload.shots), "TRAINER.COOP.PREC", "fp32",
+            "DATASET.NUM_SHOTS", str(shots or workload.shots), "TRAINER.COOP.PREC", "fp32",
             "OPTIM.MAX_EPOCH", str(workload.epochs), "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False"]
     args = dict(root=str(data_root), output_dir=str(output_dir), resume="", seed=seed, source_domains=None,
                 target_domains=None, transforms=None, trainer="CoOp", backbone="", head="", eval_only=False,
@@ -151,13 +162,15 @@ def write_weights(path: Path) -> None:
     os.replace(str(path) + ".part", path)
 
 
-def write_dataset(root: Path, workload: Workload) -> Path:
-    """Caltech101 in CoOp's layout under ``root``; returns the split file. Rewritten only if the spec changed."""
+def write_dataset(root: Path, workload: Workload, train_per_class: int | None = None) -> Path:
+    """Caltech101 in CoOp's layout under ``root``, ``train_per_class`` training images per class (default: the
+    workload's shot count, so that every draw takes them all); returns the split file. Rewritten only if the
+    spec changed."""
     import numpy as np
     from PIL import Image
 
     folder = root / "caltech-101"
-    spec = {"classes": CLASS_NAMES[:workload.classes], "train": workload.shots, "val": workload.val_per_class,
+    spec = {"classes": CLASS_NAMES[:workload.classes], "train": train_per_class or workload.shots, "val": workload.val_per_class,
             "test": workload.test_per_class, "px": workload.image_px, "seed": 0}
     marker = folder / "workload.json"
     split_path = folder / "split_zhou_Caltech101.json"
@@ -481,6 +494,9 @@ class Bench:
         self.work = Path(args.work).expanduser().resolve()
         self.session = self.work / "runs" / time.strftime("%Y%m%d-%H%M%S")
         self.data_root = self.work / workload.name / "data"
+        self.study_root = self.work / workload.name / "study_data"
+        self.study_shots = tuple(args.study_shots or workload.study_shots)
+        self.sections = [args.only] if args.only else ["first", "study", "scaling"]
         self.weights = self.work / "weights" / f"vit_b32_random_seed{WEIGHTS_SEED}_openai_layout_fp16.pt"
         self.tree = Path(args.clprompt_tree).resolve() if args.clprompt_tree else REPO
         self.refs = {"coop": Path(args.coop).resolve()}
@@ -502,15 +518,16 @@ class Bench:
     def clprompt_env(self) -> dict:
         return child_env([self.tree])
 
-    def reference_spec(self, kind: str, folder: Path, seed: int) -> dict:
+    def reference_spec(self, kind: str, folder: Path, seed: int, shots: int | None = None,
+                       data_root: Path | None = None) -> dict:
         return {"root": str(self.refs[kind]), "dassl": str(self.dassl), "weights": str(self.weights),
                 "result": str(folder / "result.json"),
-                "args": reference_options(kind, self.workload, self.refs[kind], self.data_root, folder / "output",
-                                          seed)}
+                "args": reference_options(kind, self.workload, self.refs[kind], data_root or self.data_root,
+                                          folder / "output", seed, shots)}
 
-    def reference_run(self, kind: str, seed: int) -> dict:
-        folder = self._next(f"reference_{kind}_seed{seed}")
-        spec = self.reference_spec(kind, folder, seed)
+    def reference_run(self, kind: str, seed: int, shots: int | None = None, data_root: Path | None = None) -> dict:
+        folder = self._next(f"reference_{kind}_seed{seed}" + (f"_{shots}shots" if shots else ""))
+        spec = self.reference_spec(kind, folder, seed, shots, data_root)
         process = run_process(child_command("reference-run", spec, folder / "spec.json"), self.refs[kind],
                               self.reference_env(kind), folder / "log.txt")
         timing = json.loads((folder / "result.json").read_text())
@@ -522,11 +539,13 @@ class Bench:
         phases["fixed_s"] = phases["wall_s"] - phases["train_s"] - phases["eval_s"]
         return {**phases, "detail": timing, "folder": str(folder)}
 
-    def clprompt_run(self, method: str, seed: int, cache=None) -> dict:
+    def clprompt_run(self, method: str, seed: int, cache=None, shots: int | None = None,
+                     data_root: Path | None = None) -> dict:
         """One clprompt run; its own empty feature cache unless ``cache`` (a folder shared by several runs)."""
-        folder = self._next(f"clprompt_{method}_seed{seed}")
-        command = clprompt_command(method, self.workload, self.data_root, self.weights, seed, folder / "run",
-                                   cache or folder / "cache", tuple(self.args.clprompt_override))
+        folder = self._next(f"clprompt_{method}_seed{seed}" + (f"_{shots}shots" if shots else ""))
+        command = clprompt_command(method, self.workload, data_root or self.data_root, self.weights, seed,
+                                   folder / "run", cache or folder / "cache", tuple(self.args.clprompt_override),
+                                   shots)
         process = run_process(command, self.tree, self.clprompt_env(), folder / "log.txt")
         results = json.loads((folder / "run" / "results.json").read_text())
         phases = {"train_s": sum(t["train_s"] for t in results["timing"]),
@@ -544,6 +563,8 @@ class Bench:
         print(f"workload files under {self.work} (written once) ...", flush=True)
         write_weights(self.weights)
         split = write_dataset(self.data_root, self.workload)
+        if "study" in self.sections:
+            write_dataset(self.study_root, self.workload, self.workload.study_train_per_class)
         self.first_test_image = self.data_root / "caltech-101" / "101_ObjectCategories" / \
             json.loads(split.read_text())["test"][0][0]
 
@@ -646,62 +667,78 @@ class Bench:
         print(flush=True)
 
     def study(self) -> None:
-        seeds, kinds = self.workload.seeds, list(self.refs)
-        print(f"## Study: {' and '.join(kinds)} x seeds {', '.join(map(str, seeds))}\n", flush=True)
+        seeds, kinds, shots = self.workload.seeds, list(self.refs), self.study_shots
+        print(f"## Study: {' and '.join(kinds)} x seeds {', '.join(map(str, seeds))} x "
+              f"{', '.join(map(str, shots))} shots\n", flush=True)
+        print(f"Data: {self.workload.study_train_per_class} training images per class, so that the draws of "
+              "different shot counts overlap only by chance.\n", flush=True)
+        runs = [(kind, seed, k) for kind in kinds for seed in seeds for k in shots]
         reference = []
-        for kind in kinds:
-            for seed in seeds:
-                run = self.reference_run(kind, seed)
-                reference.append({"method": kind, "seed": seed, **run})
-                print(f"- reference {kind} seed {seed}: {run['wall_s']:.1f} s", flush=True)
+        for kind, seed, k in runs:
+            run = self.reference_run(kind, seed, k, self.study_root)
+            reference.append({"method": kind, "seed": seed, "shots": k, **run})
+            print(f"- reference {kind} seed {seed} {k} shots: {run['wall_s']:.1f} s", flush=True)
         if self.args.study_mode == "sweep":
-            clprompt = self.clprompt_sweep(kinds, seeds)
+            clprompt = self.clprompt_sweep(kinds, seeds, shots)
             label = "the sweep, one process"
         else:
             cache = self._next("clprompt_study_cache")
-            runs = [{"method": kind, "seed": seed, **self.clprompt_run(kind, seed, cache)}
-                    for kind in kinds for seed in seeds]
-            for run in runs:
-                print(f"- clprompt {run['method']} seed {run['seed']}: {run['wall_s']:.1f} s "
-                      f"(feature cache hits {run['detail']['feature_cache']['hits']}, "
-                      f"misses {run['detail']['feature_cache']['misses']})", flush=True)
-            clprompt = {"wall_s": sum(r["wall_s"] for r in runs), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-                        "runs": runs}
+            jobs = [{"method": kind, "seed": seed, "shots": k,
+                     **self.clprompt_run(kind, seed, cache, k, self.study_root)} for kind, seed, k in runs]
+            for job in jobs:
+                job["share_s"] = job["wall_s"]
+                print(f"- clprompt {job['method']} seed {job['seed']} {job['shots']} shots: {job['wall_s']:.1f} s "
+                      f"(feature cache hits {job['detail']['feature_cache']['hits']}, "
+                      f"misses {job['detail']['feature_cache']['misses']})", flush=True)
+            clprompt = {"wall_s": sum(j["wall_s"] for j in jobs), "peak_rss_mib": max(j["peak_rss_mib"] for j in jobs),
+                        "jobs": jobs}
             label = "sum of runs"
-        total_reference = sum(r["wall_s"] for r in reference)
-        self.raw["study"] = {"mode": self.args.study_mode, "reference": reference, "clprompt": clprompt}
+        self.raw["study"] = {"mode": self.args.study_mode, "shots": list(shots), "reference": reference,
+                             "clprompt": clprompt}
         print(f"\n| study | reference s (sum of runs) | clprompt s ({label}) | reference / clprompt | "
               "reference peak MiB (largest run) | clprompt peak MiB |")
         print("|---|---|---|---|---|---|")
-        print(f"| {' + '.join(kinds)} x {len(seeds)} seeds | {total_reference:.1f} | {clprompt['wall_s']:.1f} | "
-              f"{ratio(total_reference, clprompt['wall_s'])} | {max(r['peak_rss_mib'] for r in reference):.0f} | "
-              f"{clprompt['peak_rss_mib']:.0f} |\n", flush=True)
+        for k in shots if len(shots) > 1 else ():
+            ours = sum(j["share_s"] for j in clprompt["jobs"] if j["shots"] == k)
+            theirs = sum(r["wall_s"] for r in reference if r["shots"] == k)
+            print(f"| {' + '.join(kinds)} x {len(seeds)} seeds, {k} shots | {theirs:.1f} | {ours:.1f} (its jobs) | "
+                  f"{ratio(theirs, ours)} | | |")
+        total_reference = sum(r["wall_s"] for r in reference)
+        print(f"| {' + '.join(kinds)} x {len(seeds)} seeds x {len(shots)} shot counts | {total_reference:.1f} | "
+              f"{clprompt['wall_s']:.1f} | {ratio(total_reference, clprompt['wall_s'])} | "
+              f"{max(r['peak_rss_mib'] for r in reference):.0f} | {clprompt['peak_rss_mib']:.0f} |\n", flush=True)
+        if len(shots) > 1 and self.args.study_mode == "sweep":
+            print("A shot count's clprompt seconds are its jobs' own times (results.json's wall_time_s) plus an equal "
+                  "share of the process's start and of the sweep's work between jobs.\n", flush=True)
         self.save()
 
-    def clprompt_sweep(self, kinds: list, seeds: tuple) -> dict:
+    def clprompt_sweep(self, kinds: list, seeds: tuple, shots: tuple) -> dict:
         folder = self._next("clprompt_study")
-        command = clprompt_sweep_command(kinds, self.workload, self.data_root, self.weights, seeds, folder / "sweep",
-                                         folder / "cache", tuple(self.args.clprompt_override))
+        command = clprompt_sweep_command(kinds, self.workload, self.study_root, self.weights, seeds, folder / "sweep",
+                                         folder / "cache", tuple(self.args.clprompt_override), shots)
         process = run_process(command, self.tree, self.clprompt_env(), folder / "log.txt")
         jobs = []
         for results_path in sorted((folder / "sweep").glob("*/results.json"), key=lambda p: int(p.parent.name)):
             results = json.loads(results_path.read_text())
             config = results.get("config", {})
-            jobs.append({"job": results_path.parent.name, "seed": config.get("seed"),
+            jobs.append({"job": results_path.parent.name, "method": results.get("method"), "seed": config.get("seed"),
+                         "shots": config.get("protocol", {}).get("shots"), "wall_time_s": results.get("wall_time_s"),
                          "train_s": sum(t["train_s"] for t in results["timing"]),
                          "eval_s": sum(t["eval_s"] for t in results["timing"]),
                          "recorded_peak_rss_mib": results.get("resources", {}).get("peak_rss_mib"),
                          "feature_cache": {k: results.get("feature_cache", {}).get(k) for k in ("hits", "misses")}})
-        if len(jobs) != len(kinds) * len(seeds):
-            sys.exit(f"the clprompt sweep wrote {len(jobs)} results.json, expected {len(kinds) * len(seeds)}: "
-                     f"see {folder / 'log.txt'}")
-        for job, (kind, seed) in zip(jobs, [(k, s) for k in kinds for s in seeds]):
-            print(f"- clprompt sweep job {job['job']} ({kind} seed {seed}): train + eval "
-                  f"{job['train_s'] + job['eval_s']:.1f} s (feature cache hits {job['feature_cache']['hits']}, "
-                  f"misses {job['feature_cache']['misses']})", flush=True)
-        print(f"- clprompt sweep, {len(jobs)} jobs in one process sharing one feature cache: {process['wall_s']:.1f} s",
-              flush=True)
-        return {**process, "jobs": jobs, "command": command}
+        expected = len(kinds) * len(seeds) * len(shots)
+        if len(jobs) != expected or any(j["wall_time_s"] is None for j in jobs):
+            sys.exit(f"the clprompt sweep wrote {len(jobs)} results.json, expected {expected}: see {folder / 'log.txt'}")
+        outside = max(0.0, process["wall_s"] - sum(j["wall_time_s"] for j in jobs))   # start, between jobs, exit
+        for job in jobs:
+            job["share_s"] = job["wall_time_s"] + outside / len(jobs)
+            print(f"- clprompt sweep job {job['job']} ({job['method']} seed {job['seed']} {job['shots']} shots): "
+                  f"{job['wall_time_s']:.1f} s, train + eval {job['train_s'] + job['eval_s']:.1f} s (feature cache "
+                  f"hits {job['feature_cache']['hits']}, misses {job['feature_cache']['misses']})", flush=True)
+        print(f"- clprompt sweep, {len(jobs)} jobs in one process sharing one feature cache: {process['wall_s']:.1f} s "
+              f"({outside:.1f} s of it outside the jobs: start, between jobs, exit)", flush=True)
+        return {**process, "jobs": jobs, "outside_jobs_s": outside, "command": command}
 
     def scaling(self) -> None:
         classes = [c for c in (self.args.scaling_classes or self.workload.scaling) if c <= self.args.max_classes]
@@ -855,7 +892,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="a tiny variant, the same code paths (about 8 minutes on 2 busy cores): 1 repeat, "
                              "4 classes x 4 shots, 40 test images, 64 px JPEGs (224 px into the model), 2 epochs "
-                             "(clprompt refuses epochs <= warm-up epochs), seeds 1-2, scaling at 4 and 10 classes")
+                             "(clprompt refuses epochs <= warm-up epochs), study seeds 1-2 x 2 and 4 shots of 8 training "
+                             "images per class, scaling at 4 and 10 classes")
     parser.add_argument("--only", choices=["first", "study", "scaling"], help="run one section (default: all)")
     parser.add_argument("--clprompt-tree", help="run clprompt from this checkout (first on PYTHONPATH), e.g. an "
                                                 "older commit, against the same reference (default: this one)")
@@ -868,6 +906,8 @@ def parse_args(argv=None):
     parser.add_argument("--scaling-methods", default="coop", help="scaling: coop, lamm or coop,lamm (default coop)")
     parser.add_argument("--scaling-classes", type=lambda text: tuple(int(c) for c in text.split(",")),
                         help="scaling: the class counts (default 10,100,250,1000; --quick 4,10)")
+    parser.add_argument("--study-shots", type=lambda text: tuple(int(k) for k in text.split(",")),
+                        help="study: the shot counts (default 4,16; --quick 2,4); e.g. 1,2,4,8,16 for CoOp's table")
     parser.add_argument("--study-mode", choices=["sweep", "processes"], default="sweep",
                         help="study, clprompt side: one Hydra multirun (default) or one process per run as CoOp's "
                              "scripts run theirs; either way one feature-cache folder")
@@ -881,6 +921,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    workload = QUICK if args.quick else FULL
+    if args.study_shots and not all(1 <= k <= workload.study_train_per_class for k in args.study_shots):
+        sys.exit(f"error: --study-shots {','.join(map(str, args.study_shots))}: each shot count must be 1 to "
+                 f"{workload.study_train_per_class} (the study's training images per class)")
     check_checkout("--coop", args.coop)
     check_checkout("--dassl", args.dassl)
     if args.lamm:
@@ -892,13 +936,12 @@ def main(argv=None) -> None:
     if args.repeats < 1:
         sys.exit("error: --repeats must be 1 or more")
     check_packages()
-    bench = Bench(args, QUICK if args.quick else FULL)
+    bench = Bench(args, workload)
     started = time.perf_counter()
     bench.machine()
     bench.prepare()
     bench.features()
-    sections = [args.only] if args.only else ["first", "study", "scaling"]
-    for section in sections:
+    for section in bench.sections:
         getattr(bench, section)()
     bench.raw["total_s"] = time.perf_counter() - started
     bench.raw["machine"]["load_average_end"] = load_average()

@@ -77,3 +77,29 @@ def test_missing_coop_is_one_line_naming_the_flag(coop, tmp_path):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: --coop") and "github.com/KaiyangZhou/CoOp" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_study_sweeps_shot_counts_on_data_with_more_images_than_shots(tmp_path):
+    """The study's sweep adds protocol.shots over its shot counts; its data holds more training images per class
+    than the largest count, so that draws of different counts overlap only by chance, as on a real data set."""
+    bench = load_script()
+    sweep = bench.clprompt_sweep_command(["coop", "lamm"], bench.FULL, tmp_path / "d", tmp_path / "w.pt", (1, 2, 3),
+                                         tmp_path / "s", tmp_path / "c", shots=(4, 16))
+    assert "protocol.shots=4,16" in sweep and not any(o.startswith("protocol.shots=16") for o in sweep)
+    for workload in (bench.FULL, bench.QUICK):
+        assert workload.study_train_per_class > max(workload.study_shots)
+    options = bench.reference_options("coop", bench.FULL, tmp_path, tmp_path / "d", tmp_path / "o", 1, shots=4)
+    assert options["opts"][options["opts"].index("DATASET.NUM_SHOTS") + 1] == "4"
+    split = bench.write_dataset(tmp_path / "data", bench.QUICK, bench.QUICK.study_train_per_class)
+    import json
+    train = json.loads(split.read_text())["train"]
+    assert len(train) == bench.QUICK.classes * bench.QUICK.study_train_per_class
+
+
+def test_study_shots_beyond_the_data_are_refused_in_one_line(tmp_path):
+    done = run([sys.executable, str(SCRIPT), "--coop", str(tmp_path), "--dassl", str(tmp_path), "--study-shots",
+                "4,64"])
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["error: --study-shots 4,64: each shot count must be 1 to 40 (the study's training images per "
+                     "class)"], done.stderr
