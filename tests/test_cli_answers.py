@@ -15,11 +15,11 @@ HEAVY = ("torch", "avalanche", "open_clip", "torch.utils.tensorboard", "matplotl
 
 PROBE = textwrap.dedent("""
     import json, runpy, sys
-    heavy_modules = json.loads(sys.argv[2])
-    sys.argv = ["clprompt.run", *json.loads(sys.argv[1])]
+    heavy_modules, module = json.loads(sys.argv[2]), sys.argv[3]
+    sys.argv = [module, *json.loads(sys.argv[1])]
     code = 0
     try:
-        runpy.run_module("clprompt.run", run_name="__main__")
+        runpy.run_module(module, run_name="__main__")
     except SystemExit as stop:
         if isinstance(stop.code, str):   # sys.exit("message"): the interpreter would print it
             print(stop.code, file=sys.stderr)
@@ -28,9 +28,9 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def probe(tmp_path, *arguments):
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(arguments)), json.dumps(HEAVY)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+def probe(tmp_path, *arguments, module="clprompt.run"):
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(arguments)), json.dumps(HEAVY), module],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     line = next((l for l in done.stdout.splitlines() if l.startswith("PROBE ")), None)
     assert line is not None, done.stderr[-3000:]
     return json.loads(line[len("PROBE "):]), done.stdout + done.stderr
@@ -51,6 +51,13 @@ def test_a_config_is_answered_before_the_heavy_imports(tmp_path, arguments, code
     assert result["code"] == code, output[-2000:]
     assert says in output, output[-2000:]
     assert result["heavy"] == [], f"imported before answering: {result['heavy']}"
+
+
+@pytest.mark.parametrize("module, says", [("clprompt.pretrain", "mini-CLIP"), ("clprompt.report", "usage:")])
+def test_the_other_commands_help_answers_before_the_heavy_imports(tmp_path, module, says):
+    result, output = probe(tmp_path, "--help", module=module)
+    assert result["code"] == 0 and says in output, output[-2000:]
+    assert result["heavy"] == [], f"{module} --help imported {result['heavy']}"
 
 
 def test_help_describes_clprompt(tmp_path):

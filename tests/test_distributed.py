@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from clprompt.run import run
 from clprompt.training.distributed import Distributed
-from helpers import REPO
+from helpers import REPO, compose_config
 
 RUN = ["scenario=tiny_colors", "model=tiny", "progress=false", "device=cpu", "train.epochs=2",
        "train.warmup_epochs=0", "train.batch_size=4", "scenario.train_per_class=6"]
@@ -35,8 +36,7 @@ def free_port() -> int:
 def test_two_processes_give_the_one_process_matrix_and_write_once(tmp_path, method):
     """coop: features encoded in shares through the cache; vpt_shallow: images, trained data-parallel."""
     overrides = RUN + [f"method={method}", f"cache.dir={tmp_path / 'cache'}"]
-    one = launch([sys.executable, "-m", "clprompt.run", *overrides, f"hydra.run.dir={tmp_path / 'one'}"], {})
-    assert one.returncode == 0, one.stderr[-3000:]
+    run(compose_config(overrides), tmp_path / "one")   # the one-process run, in this process
     two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                   "-m", "clprompt.run", *overrides, f"cache.dir={tmp_path / 'cache2'}",
                   f"hydra.run.dir={tmp_path / 'two'}"], {})
