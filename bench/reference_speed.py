@@ -686,7 +686,6 @@ class Bench:
             jobs = [{"method": kind, "seed": seed, "shots": k,
                      **self.clprompt_run(kind, seed, cache, k, self.study_root)} for kind, seed, k in runs]
             for job in jobs:
-                job["share_s"] = job["wall_s"]
                 print(f"- clprompt {job['method']} seed {job['seed']} {job['shots']} shots: {job['wall_s']:.1f} s "
                       f"(feature cache hits {job['detail']['feature_cache']['hits']}, "
                       f"misses {job['detail']['feature_cache']['misses']})", flush=True)
@@ -695,21 +694,33 @@ class Bench:
             label = "sum of runs"
         self.raw["study"] = {"mode": self.args.study_mode, "shots": list(shots), "reference": reference,
                              "clprompt": clprompt}
+        one = None
+        if len(shots) > 1:   # the study at one shot count, for the ratio of a study over methods and seeds only
+            k = max(shots)
+            if self.args.study_mode == "sweep":
+                print(f"- the same study at {k} shots only, in a sweep of its own with an empty feature cache:", flush=True)
+                one = self.clprompt_sweep(kinds, seeds, (k,))
+            else:
+                cache = self._next("clprompt_study_one_cache")
+                one_jobs = [self.clprompt_run(kind, seed, cache, k, self.study_root) for kind in kinds for seed in seeds]
+                one = {"wall_s": sum(j["wall_s"] for j in one_jobs),
+                       "peak_rss_mib": max(j["peak_rss_mib"] for j in one_jobs), "jobs": one_jobs}
+            one["shots"] = k
+            self.raw["study"]["one_shot_count"] = one
         print(f"\n| study | reference s (sum of runs) | clprompt s ({label}) | reference / clprompt | "
               "reference peak MiB (largest run) | clprompt peak MiB |")
         print("|---|---|---|---|---|---|")
-        for k in shots if len(shots) > 1 else ():
-            ours = sum(j["share_s"] for j in clprompt["jobs"] if j["shots"] == k)
-            theirs = sum(r["wall_s"] for r in reference if r["shots"] == k)
-            print(f"| {' + '.join(kinds)} x {len(seeds)} seeds, {k} shots | {theirs:.1f} | {ours:.1f} (its jobs) | "
-                  f"{ratio(theirs, ours)} | | |")
+        if one is not None:
+            theirs = [r for r in reference if r["shots"] == one["shots"]]
+            total = sum(r["wall_s"] for r in theirs)
+            print(f"| {' + '.join(kinds)} x {len(seeds)} seeds, {one['shots']} shots | {total:.1f} | {one['wall_s']:.1f} | "
+                  f"{ratio(total, one['wall_s'])} | {max(r['peak_rss_mib'] for r in theirs):.0f} | "
+                  f"{one['peak_rss_mib']:.0f} |")
         total_reference = sum(r["wall_s"] for r in reference)
-        print(f"| {' + '.join(kinds)} x {len(seeds)} seeds x {len(shots)} shot counts | {total_reference:.1f} | "
+        counts = f"x {len(shots)} shot counts ({', '.join(map(str, shots))})" if len(shots) > 1 else f", {shots[0]} shots"
+        print(f"| {' + '.join(kinds)} x {len(seeds)} seeds {counts} | {total_reference:.1f} | "
               f"{clprompt['wall_s']:.1f} | {ratio(total_reference, clprompt['wall_s'])} | "
               f"{max(r['peak_rss_mib'] for r in reference):.0f} | {clprompt['peak_rss_mib']:.0f} |\n", flush=True)
-        if len(shots) > 1 and self.args.study_mode == "sweep":
-            print("A shot count's clprompt seconds are its jobs' own times (results.json's wall_time_s) plus an equal "
-                  "share of the process's start and of the sweep's work between jobs.\n", flush=True)
         self.save()
 
     def clprompt_sweep(self, kinds: list, seeds: tuple, shots: tuple) -> dict:
@@ -732,7 +743,6 @@ class Bench:
             sys.exit(f"the clprompt sweep wrote {len(jobs)} results.json, expected {expected}: see {folder / 'log.txt'}")
         outside = max(0.0, process["wall_s"] - sum(j["wall_time_s"] for j in jobs))   # start, between jobs, exit
         for job in jobs:
-            job["share_s"] = job["wall_time_s"] + outside / len(jobs)
             print(f"- clprompt sweep job {job['job']} ({job['method']} seed {job['seed']} {job['shots']} shots): "
                   f"{job['wall_time_s']:.1f} s, train + eval {job['train_s'] + job['eval_s']:.1f} s (feature cache "
                   f"hits {job['feature_cache']['hits']}, misses {job['feature_cache']['misses']})", flush=True)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -125,13 +126,27 @@ def test_training_only_in_the_warm_up_is_refused_with_the_two_keys(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("overrides, message", [
+PARTITIONS = [
     (["scenario.n_experiences=null", "scenario.increment=4"], "scenario.increment=4 does not divide the 6 classes"),
     (["scenario.class_order=nope"], "scenario.class_order='nope' is not a named order"),
-])
+]
+
+
+@pytest.mark.parametrize("overrides, message", [PARTITIONS[0], pytest.param(*PARTITIONS[1], marks=pytest.mark.slow)])
 def test_a_partition_that_does_not_fit_is_refused_and_nothing_is_written(tmp_path, overrides, message):
     out = tmp_path / "run"
     done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=zeroshot", *overrides, f"hydra.run.dir={out}")
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (out / "results.json").exists() and not (out / "accuracy_matrix.csv").exists()
+
+
+@pytest.mark.parametrize("overrides, message", PARTITIONS)
+def test_a_partition_that_does_not_fit_is_refused_and_nothing_is_written_in_process(tmp_path, overrides, message):
+    from clprompt.run import run
+    from scenarios.errors import StreamConfigError
+
+    out = tmp_path / "run"
+    with pytest.raises(StreamConfigError, match=re.escape(message)):
+        run(compose_config(["scenario=tiny_colors", "model=tiny", "method=zeroshot", *overrides]), out)
     assert not (out / "results.json").exists() and not (out / "accuracy_matrix.csv").exists()
