@@ -672,41 +672,25 @@ class Bench:
               f"{', '.join(map(str, shots))} shots\n", flush=True)
         print(f"Data: {self.workload.study_train_per_class} training images per class, so that the draws of "
               "different shot counts overlap only by chance.\n", flush=True)
-        runs = [(kind, seed, k) for kind in kinds for seed in seeds for k in shots]
+        # The two sides interleaved in time, so that a change in the machine's speed falls on both: the
+        # reference's runs seed by seed, clprompt's whole study after the first seed's, its study at the largest
+        # shot count alone after the second's.
+        runs = [(kind, seed, k) for seed in seeds for kind in kinds for k in shots]
+        parts = [[run for run in runs if run[1] == seed] for seed in seeds]
         reference = []
-        for kind, seed, k in runs:
-            run = self.reference_run(kind, seed, k, self.study_root)
-            reference.append({"method": kind, "seed": seed, "shots": k, **run})
-            print(f"- reference {kind} seed {seed} {k} shots: {run['wall_s']:.1f} s", flush=True)
-        if self.args.study_mode == "sweep":
-            clprompt = self.clprompt_sweep(kinds, seeds, shots)
-            label = "the sweep, one process"
-        else:
-            cache = self._next("clprompt_study_cache")
-            jobs = [{"method": kind, "seed": seed, "shots": k,
-                     **self.clprompt_run(kind, seed, cache, k, self.study_root)} for kind, seed, k in runs]
-            for job in jobs:
-                print(f"- clprompt {job['method']} seed {job['seed']} {job['shots']} shots: {job['wall_s']:.1f} s "
-                      f"(feature cache hits {job['detail']['feature_cache']['hits']}, "
-                      f"misses {job['detail']['feature_cache']['misses']})", flush=True)
-            clprompt = {"wall_s": sum(j["wall_s"] for j in jobs), "peak_rss_mib": max(j["peak_rss_mib"] for j in jobs),
-                        "jobs": jobs}
-            label = "sum of runs"
+        self.study_reference(parts[0], reference)
+        clprompt, label = self.clprompt_study(kinds, seeds, shots, runs)
         self.raw["study"] = {"mode": self.args.study_mode, "shots": list(shots), "reference": reference,
                              "clprompt": clprompt}
         one = None
-        if len(shots) > 1:   # the study at one shot count, for the ratio of a study over methods and seeds only
-            k = max(shots)
-            if self.args.study_mode == "sweep":
-                print(f"- the same study at {k} shots only, in a sweep of its own with an empty feature cache:", flush=True)
-                one = self.clprompt_sweep(kinds, seeds, (k,))
-            else:
-                cache = self._next("clprompt_study_one_cache")
-                one_jobs = [self.clprompt_run(kind, seed, cache, k, self.study_root) for kind in kinds for seed in seeds]
-                one = {"wall_s": sum(j["wall_s"] for j in one_jobs),
-                       "peak_rss_mib": max(j["peak_rss_mib"] for j in one_jobs), "jobs": one_jobs}
-            one["shots"] = k
-            self.raw["study"]["one_shot_count"] = one
+        for index, part in enumerate(parts[1:], start=1):
+            self.study_reference(part, reference)
+            if index == 1 and len(shots) > 1:   # the study at one shot count: methods x seeds only
+                k = max(shots)
+                print(f"- the same study at {k} shots only, with an empty feature cache:", flush=True)
+                one, _ = self.clprompt_study(kinds, seeds, (k,), [(kind, seed, k) for seed in seeds for kind in kinds])
+                one["shots"] = k
+                self.raw["study"]["one_shot_count"] = one
         print(f"\n| study | reference s (sum of runs) | clprompt s ({label}) | reference / clprompt | "
               "reference peak MiB (largest run) | clprompt peak MiB |")
         print("|---|---|---|---|---|---|")
@@ -722,6 +706,26 @@ class Bench:
               f"{clprompt['wall_s']:.1f} | {ratio(total_reference, clprompt['wall_s'])} | "
               f"{max(r['peak_rss_mib'] for r in reference):.0f} | {clprompt['peak_rss_mib']:.0f} |\n", flush=True)
         self.save()
+
+    def study_reference(self, runs: list, reference: list) -> None:
+        for kind, seed, k in runs:
+            run = self.reference_run(kind, seed, k, self.study_root)
+            reference.append({"method": kind, "seed": seed, "shots": k, **run})
+            print(f"- reference {kind} seed {seed} {k} shots: {run['wall_s']:.1f} s", flush=True)
+
+    def clprompt_study(self, kinds: list, seeds: tuple, shots: tuple, runs: list) -> tuple[dict, str]:
+        """clprompt's side of a study: one sweep (or one process per run), one feature cache."""
+        if self.args.study_mode == "sweep":
+            return self.clprompt_sweep(kinds, seeds, shots), "the sweep, one process"
+        cache = self._next("clprompt_study_cache")
+        jobs = [{"method": kind, "seed": seed, "shots": k, **self.clprompt_run(kind, seed, cache, k, self.study_root)}
+                for kind, seed, k in runs]
+        for job in jobs:
+            print(f"- clprompt {job['method']} seed {job['seed']} {job['shots']} shots: {job['wall_s']:.1f} s "
+                  f"(feature cache hits {job['detail']['feature_cache']['hits']}, "
+                  f"misses {job['detail']['feature_cache']['misses']})", flush=True)
+        return ({"wall_s": sum(j["wall_s"] for j in jobs), "peak_rss_mib": max(j["peak_rss_mib"] for j in jobs),
+                 "jobs": jobs}, "sum of runs")
 
     def clprompt_sweep(self, kinds: list, seeds: tuple, shots: tuple) -> dict:
         folder = self._next("clprompt_study")
