@@ -146,15 +146,14 @@ def version_line() -> str:
             f"open_clip {found['open_clip']}, avalanche {found['avalanche']}")
 
 
-def exit_without_teardown() -> None:
-    """End a process whose work is done with status 0, skipping the interpreter's teardown.
+def exit_without_teardown(status: int = 0) -> None:
+    """End a process whose work is done with ``status``, skipping the interpreter's teardown.
 
     Python's exit frees every module and object one by one: about 2 s once torch, torchvision, open_clip
     and Avalanche are loaded, and none of it writes anything. What an exit must still do is done first:
     the atexit handlers run (logging's flush and close) and stdout and stderr are flushed. While another
     non-daemon thread is alive (a launcher's worker pool), the interpreter exits the ordinary way, which
-    stops such threads in their own order. A run that fails raises before this, and exits the ordinary
-    way with its status."""
+    stops such threads in their own order; so does a process that never loaded torch."""
     import atexit
     import os
     import threading
@@ -170,7 +169,7 @@ def exit_without_teardown() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(0)
+    os._exit(status)
 
 
 if __name__ == "__main__":
@@ -182,5 +181,10 @@ if __name__ == "__main__":
     unknown = unknown_override(sys.argv[1:])
     if unknown:
         sys.exit(f"error: {unknown}")
-    main()
+    try:
+        main()
+    except SystemExit as stop:   # a refused or failed run (status 1), an interrupted one (130, 143), a sweep's end
+        if stop.code is None or isinstance(stop.code, int):
+            exit_without_teardown(stop.code or 0)
+        raise
     exit_without_teardown()

@@ -77,6 +77,16 @@ COMMAND = textwrap.dedent("""
     heavy_modules = json.loads(sys.argv[3])
     exec(sys.argv[1])
     sys.argv = ["clprompt.run", *json.loads(sys.argv[2])]
+
+    def report(code):
+        heavy = [m for m in heavy_modules if m in sys.modules]
+        print("RESULT " + json.dumps({"code": code, "heavy": heavy}), flush=True)
+
+    _exit = os._exit
+    def reported_exit(code):   # a run that loaded torch ends with os._exit (clprompt.run.exit_without_teardown)
+        report(code)
+        _exit(code)
+    os._exit = reported_exit
     code = 0
     try:
         runpy.run_module("clprompt.run", run_name="__main__")
@@ -84,8 +94,7 @@ COMMAND = textwrap.dedent("""
         if isinstance(stop.code, str):
             print(stop.code, file=sys.stderr)
         code = stop.code if isinstance(stop.code, int) else (1 if stop.code else 0)
-    heavy = [m for m in heavy_modules if m in sys.modules]
-    print("RESULT " + json.dumps({"code": code, "heavy": heavy}))
+    report(code)
 """)
 
 

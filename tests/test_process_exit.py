@@ -1,6 +1,7 @@
-"""The process around runs: a finished run ends without the interpreter's teardown
+"""The process around runs: a finished, refused or interrupted run ends without the interpreter's teardown
 (``clprompt.run.exit_without_teardown``), yet does what an exit must (atexit handlers, logs and output
-flushed, status 0; with another non-daemon thread alive it leaves the exit to the interpreter); between
+flushed, the run's exit status; with another non-daemon thread alive it leaves the exit to the
+interpreter); between
 the jobs of a sweep in one process the freed heap goes back to the system."""
 
 import subprocess
@@ -24,15 +25,16 @@ import torch                                            # what makes the teardow
 if sys.argv[2] == "thread":
     threading.Thread(target=time.sleep, args=(1,)).start()      # a non-daemon thread still alive
 from clprompt.run import exit_without_teardown
-exit_without_teardown()
+exit_without_teardown(int(sys.argv[3]))
 (folder / "after_the_call").write_text("the interpreter goes on, then exits the ordinary way")
 """
 
 
-def test_the_exit_runs_the_handlers_flushes_and_skips_the_teardown(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "alone"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+@pytest.mark.parametrize("status", [0, 1])
+def test_the_exit_runs_the_handlers_flushes_and_skips_the_teardown(tmp_path, status):
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "alone", str(status)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == status, done.stderr
     assert done.stdout == "the last line of stdout"
     assert (tmp_path / "atexit_ran").read_text() == "yes"
     assert "the last line of the log" in (tmp_path / "run.log").read_text()
@@ -40,8 +42,8 @@ def test_the_exit_runs_the_handlers_flushes_and_skips_the_teardown(tmp_path):
 
 
 def test_with_another_thread_alive_the_interpreter_exits_as_usual(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "thread"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "thread", "0"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "after_the_call").exists() and (tmp_path / "atexit_ran").exists()
 
