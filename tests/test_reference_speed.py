@@ -4,6 +4,7 @@ accept: checked with --cfg job), and the one-line refusal of a missing checkout.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,6 @@ def test_the_study_sweeps_shot_counts_on_data_with_more_images_than_shots(tmp_pa
     options = bench.reference_options("coop", bench.FULL, tmp_path, tmp_path / "d", tmp_path / "o", 1, shots=4)
     assert options["opts"][options["opts"].index("DATASET.NUM_SHOTS") + 1] == "4"
     split = bench.write_dataset(tmp_path / "data", bench.QUICK, bench.QUICK.study_train_per_class)
-    import json
     train = json.loads(split.read_text())["train"]
     assert len(train) == bench.QUICK.classes * bench.QUICK.study_train_per_class
 
