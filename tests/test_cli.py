@@ -11,20 +11,26 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import warm_python
 from helpers import REPO, compose_config, write_fashion_mnist
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def clprompt_run(*args, cwd=REPO):
+def clprompt_run(*args, cwd=REPO, fresh=False):
+    """The command in a process of its own; ``fresh``: a new interpreter rather than a fork of the warm one
+    (tests/warm_python.py)."""
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    return subprocess.run([sys.executable, "-m", "clprompt.run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    command = ["-m", "clprompt.run", *args]
+    if fresh:
+        return subprocess.run([sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=300)
+    return warm_python.run(command, cwd=cwd, env=env)
 
 
 def test_run_writes_matrix_metrics_and_tensorboard(tmp_path):
     out = tmp_path / "run"
-    done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=zeroshot", f"hydra.run.dir={out}")
+    done = clprompt_run("scenario=tiny_colors", "model=tiny", "method=zeroshot", f"hydra.run.dir={out}", fresh=True)
     assert done.returncode == 0, done.stderr
     assert "forgetting" in done.stdout and "accuracy matrix" in done.stdout
     results = json.loads((out / "results.json").read_text())

@@ -2,27 +2,21 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
+import warm_python
 from helpers import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def default_sigint():
-    """In the child: SIGINT as a terminal delivers it. A shell's background job (a CI runner's, `cmd &`)
-    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def clprompt_run(*args, env=None):
+    """The command in a process of its own (a fork of tests/warm_python.py's, which receives SIGINT as from a
+    terminal: a shell's background job, a CI runner's, inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler)."""
     env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{REPO}", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "clprompt.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
+    return warm_python.run(["-m", "clprompt.run", *args], cwd=REPO, env=env)
 
 
 def test_a_sweep_goes_on_past_a_failed_job_and_its_exit_status_says_so(tmp_path):
@@ -34,8 +28,7 @@ def test_a_sweep_goes_on_past_a_failed_job_and_its_exit_status_says_so(tmp_path)
     failed = json.loads((sweep / "0_split_cifar_zeroshot" / "results.json").read_text())
     assert failed["status"].startswith("failed: DatasetNotFoundError") and failed["scenario"] == "split_cifar"
     assert json.loads((sweep / "1_tiny_colors_zeroshot" / "results.json").read_text())["status"] == "complete"
-    report = subprocess.run([sys.executable, "-m", "clprompt.report", str(sweep)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    report = warm_python.run(["-m", "clprompt.report", str(sweep)], cwd=REPO, timeout=120)
     assert report.returncode == 0 and "0_split_cifar_zeroshot: failed: DatasetNotFoundError" in report.stderr
 
 

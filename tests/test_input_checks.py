@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 
 import open_clip
@@ -39,6 +38,7 @@ from clprompt.methods.zeroshot import ZeroShot
 from clprompt.parts.context import TemplateContext
 from clprompt.parts.label_alignment import LabelAlignmentLoss
 from clprompt.parts.labels import LearnedLabels, NameLabels, check_cut_names
+import warm_python
 from helpers import CONFIGS, compose_config
 
 NAMES = ["red", "green", "blue", "yellow"]
@@ -56,8 +56,8 @@ def build(backbone, method: str, *overrides, names=NAMES):
 
 def clprompt_run(tmp_path, *args):
     env = dict(os.environ, HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "clprompt.run", *args, f"hydra.run.dir={tmp_path / 'run'}",
-                           "progress=false"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return warm_python.run(["-m", "clprompt.run", *args, f"hydra.run.dir={tmp_path / 'run'}", "progress=false"],
+                           cwd=tmp_path, env=env)
 
 
 def assert_one_error_line(done, says: str) -> str:

@@ -13,15 +13,21 @@ from hydra import compose, initialize_config_dir
 
 from clprompt import config_dir, run, stages
 from clprompt.errors import ClpromptError
+import warm_python
 from helpers import REPO
 
 TINY = ["scenario=tiny_colors", "model=tiny", "progress=false", "train.epochs=2", "train.warmup_epochs=0",
         "device=per_job"]
 
 
-def clprompt_run(arguments: list[str], cwd, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clprompt.run", *arguments], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, HYDRA_FULL_ERROR="1"))
+def clprompt_run(arguments: list[str], cwd, timeout=600, fresh=False) -> subprocess.CompletedProcess:
+    """``fresh``: a new interpreter (a launcher starts worker processes of its own), else a fork of
+    tests/warm_python.py's process."""
+    env = dict(os.environ, HYDRA_FULL_ERROR="1")
+    if fresh:
+        return subprocess.run([sys.executable, "-m", "clprompt.run", *arguments], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    return warm_python.run(["-m", "clprompt.run", *arguments], cwd=cwd, env=env, timeout=timeout)
 
 
 def sweep_results(sweep) -> dict:
@@ -35,15 +41,14 @@ def sweep_results(sweep) -> dict:
 ], ids=["joblib", "submitit_local"])
 def test_a_sweep_runs_its_jobs_through_a_launcher_and_reports(tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    done = clprompt_run(["-m", *launcher, *TINY, "method=zeroshot,coop", f"hydra.sweep.dir={sweep}"], REPO)
+    done = clprompt_run(["-m", *launcher, *TINY, "method=zeroshot,coop", f"hydra.sweep.dir={sweep}"], REPO, fresh=True)
     assert done.returncode == 0, done.stderr[-3000:]
     results = sweep_results(sweep)
     assert sorted(results) == ["0_tiny_colors_zeroshot", "1_tiny_colors_coop"]
     assert all(r["status"] == "complete" and r["device"] == "cpu" for r in results.values())
     assert results["1_tiny_colors_coop"]["process"]["pid"] != results["0_tiny_colors_zeroshot"]["process"]["pid"] \
         or launcher[0].endswith("submitit_local")   # joblib's pool may reuse a worker; each job still completes
-    report = subprocess.run([sys.executable, "-m", "clprompt.report", str(sweep)], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    report = warm_python.run(["-m", "clprompt.report", str(sweep)], cwd=REPO)
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| zeroshot |" in report.stdout and "| coop |" in report.stdout
 

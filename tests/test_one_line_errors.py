@@ -23,6 +23,7 @@ import pytest
 
 from clprompt import report, run, sweep
 from clprompt.errors import ConfigValueError
+import warm_python
 from helpers import REPO
 
 TINY = ["scenario=tiny_colors", "model=tiny", "method=zeroshot", "progress=false"]
@@ -98,14 +99,18 @@ COMMAND = textwrap.dedent("""
 """)
 
 
-def clprompt_run(cwd, *arguments, patch: str = "", env=None, timeout=300):
+def clprompt_run(cwd, *arguments, patch: str = "", env=None, timeout=300, warm=False):
     """``python -m clprompt.run <arguments>`` in ``cwd`` with a file-system fault; (exit code, heavy modules
-    imported, stderr). Hydra's own short error form, as a user sees it (HYDRA_FULL_ERROR unset)."""
+    imported, stderr). Hydra's own short error form, as a user sees it (HYDRA_FULL_ERROR unset). ``warm``: a
+    fork of tests/warm_python.py's process, for a test that does not ask which modules were imported."""
     environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environment.update(env or {})
-    done = subprocess.run([sys.executable, "-c", COMMAND, textwrap.dedent(PATCHES.get(patch, "")),
-                           json.dumps(list(arguments)), json.dumps(HEAVY)], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    command = ["-c", COMMAND, textwrap.dedent(PATCHES.get(patch, "")), json.dumps(list(arguments)), json.dumps(HEAVY)]
+    if warm:
+        done = warm_python.run(command, cwd=cwd, env=environment, timeout=timeout)
+    else:
+        done = subprocess.run([sys.executable, *command], cwd=cwd, env=environment, capture_output=True, text=True,
+                              timeout=timeout)
     line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
     assert line is not None, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads(line[len("RESULT "):])
@@ -276,7 +281,7 @@ def test_a_disk_that_fills_during_a_run_ends_in_one_line_and_keeps_the_finished_
     out = tmp_path / "run"
     code, _, stderr = clprompt_run(tmp_path, "scenario=tiny_colors", "model=tiny", "method=coop", "train.epochs=2",
                                    "train.warmup_epochs=0", "progress=false", f"hydra.run.dir={out}",
-                                   patch="full_at_checkpoint")
+                                   patch="full_at_checkpoint", warm=True)
     assert_one_line(code, stderr, f"could not write {out / 'checkpoint.pt'}: No space left on device: free space",
                     f"kept in {out / 'results.json'}")
     results = json.loads((out / "results.json").read_text())

@@ -405,9 +405,8 @@ def test_dualprompt_run_records_task_identification_in_results_and_tensorboard(t
 def test_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, name, target, extra):
     """The experts / components grown per task, and the task identification rows, survive a SIGKILL."""
     import os
-    import subprocess
-    import sys
 
+    import warm_python
     from helpers import REPO
 
     def clprompt_run(run_dir, kill=None):
@@ -416,8 +415,7 @@ def test_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, name, target,
         command = ["scenario=tiny_colors", "model=tiny", f"method={name}", "method._target_=helpers.killed_in_second_evaluation",
                    "train.epochs=1", "train.batch_size=4", "progress=false", "cache.dir=null", *extra,
                    f"hydra.run.dir={run_dir}"]
-        return subprocess.run([sys.executable, "-m", "clprompt.run", *command], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return warm_python.run(["-m", "clprompt.run", *command], cwd=REPO, env=env)
 
     whole = clprompt_run(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr

@@ -2,12 +2,11 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
 from clprompt import report
+import warm_python
 from helpers import REPO
 
 
@@ -233,13 +232,11 @@ def test_main_prints_and_writes_report_md_and_csv(tmp_path, capsys):
 
 def test_cli_as_a_module(tmp_path):
     sweep = write_runs(tmp_path, [results(seed=s, last=v) for s, v in [(1, 60.0), (2, 62.0), (3, 64.0)]])
-    done = subprocess.run([sys.executable, "-m", "clprompt.report", str(sweep), "--metric", "last"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = warm_python.run(["-m", "clprompt.report", str(sweep), "--metric", "last"], cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "| coop | 62.00 ± 2.00 |" in done.stdout
     assert (sweep / "report.md").exists() and (sweep / "report.csv").exists()
-    bad = subprocess.run([sys.executable, "-m", "clprompt.report", str(tmp_path / "missing")],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = warm_python.run(["-m", "clprompt.report", str(tmp_path / "missing")], cwd=REPO, timeout=60)
     assert bad.returncode == 1 and "is not a directory" in bad.stderr
 
 

@@ -4,8 +4,6 @@ ends bit-identical to the uninterrupted run (CPU), with each TensorBoard point l
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from clprompt.records.run_folder import process_identity
 from clprompt.training.checkpoint import CheckpointError
 from clprompt.run import run
+import warm_python
 from helpers import REPO, compose_config
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -29,8 +28,7 @@ def clprompt_run(run_dir, kill=None, extra=()):
     env.pop("CLPROMPT_TEST_KILL", None)
     if kill:
         env["CLPROMPT_TEST_KILL"] = kill
-    return subprocess.run([sys.executable, "-m", "clprompt.run", *COMMAND, *extra, f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return warm_python.run(["-m", "clprompt.run", *COMMAND, *extra, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env)
 
 
 def scalars(run_dir, tag):
@@ -153,14 +151,12 @@ def test_resume_takes_the_folders_recorded_command(killed_after_one_experience):
     env.pop("CLPROMPT_TEST_KILL", None)
 
     def resume(*extra):
-        return subprocess.run([sys.executable, "-m", "clprompt.run", f"resume={run_dir}", *extra], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return warm_python.run(["-m", "clprompt.run", f"resume={run_dir}", *extra], cwd=REPO, env=env)
     refused = resume("train.epochs=5")
     assert refused.returncode == 1 and "would change its results: train.epochs=5" in refused.stderr
     done = resume("progress=false")
     assert done.returncode == 0, done.stderr
     assert f"resuming {run_dir} from experience 2 of 3" in done.stdout
     assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"
-    nowhere = subprocess.run([sys.executable, "-m", "clprompt.run", f"resume={run_dir / 'nope'}"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    nowhere = warm_python.run(["-m", "clprompt.run", f"resume={run_dir / 'nope'}"], cwd=REPO, env=env, timeout=120)
     assert nowhere.returncode == 1 and "no such folder" in nowhere.stderr

@@ -7,8 +7,6 @@ kept as finished."""
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from clprompt.errors import ParametersDivergedError
 from clprompt.records import run_folder
 from clprompt.records.run_folder import CLAIM, RunFolderBusy, RunFolderRefused, claim, is_alive, process_identity
 from clprompt.run import run
+import warm_python
 from helpers import REPO, compose_config
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -116,8 +115,8 @@ def test_a_refused_command_leaves_the_record_and_the_log_as_they_were(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
 
     def command(*extra):
-        return subprocess.run([sys.executable, "-m", "clprompt.run", *COMMAND, *extra, f"hydra.run.dir={tmp_path}"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        return warm_python.run(["-m", "clprompt.run", *COMMAND, *extra, f"hydra.run.dir={tmp_path}"], cwd=REPO,
+                               env=env)
     assert command().returncode == 0
     before = digests(tmp_path)
     assert ".hydra/overrides.yaml" in before and "run.log" in before

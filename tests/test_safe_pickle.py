@@ -2,12 +2,11 @@
 
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+import warm_python
 from helpers import REPO, write_cifar100
 from scenarios.cifar100 import load_cifar100
 from scenarios.errors import DatasetFileError, DatasetNotFoundError
@@ -71,8 +70,7 @@ def test_the_cli_refuses_a_crafted_file_with_one_line(tmp_path):
     marker = tmp_path / "ran"
     with open(tmp_path / "cifar-100-python" / "meta", "wb") as handle:
         pickle.dump(WritesAMarker(marker), handle)
-    done = subprocess.run([sys.executable, "-m", "clprompt.run", "scenario=split_cifar", "model=tiny",
-                           f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false"],
-                          cwd=REPO, capture_output=True, text=True)
+    done = warm_python.run(["-m", "clprompt.run", "scenario=split_cifar", "model=tiny", f"data.root={tmp_path}",
+                            f"hydra.run.dir={tmp_path / 'run'}", "progress=false"], cwd=REPO)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "asks to load posix.system" in done.stderr and not marker.exists()
