@@ -1,13 +1,15 @@
 """A run's evaluation pass against the bare image tower on the same images (one invocation, CPU).
 
     python bench/eval_pass.py --data <data.root> --weights <OpenAI-layout ViT-B/32 file> [--scenario caltech101]
+        [--tower-batches 32,100,256] [--run-settings auto,256] [--repeats 2]
 
 The module level: open_clip's ViT-B/32 image tower (``encode_image``) over the scenario's test images,
 preprocessed by open_clip's own eval transform, at batch 32, 100 (CoOp's test batch) and 256, milliseconds
 per image, decoding and transforms included (as in a run). The run: ``python -m clprompt.run method=zeroshot``
 on the same test set, whose whole work is the evaluation pass, at ``eval.batch_size=auto`` and ``256``:
 results.json's ``timing.eval_s`` per image and the batch ``auto`` chose. Each case in a fresh process, one
-thread (``OMP_NUM_THREADS=1``), interleaved over ``--repeats``; medians.
+thread (``OMP_NUM_THREADS=1``), interleaved over ``--repeats`` (every other repeat in the reverse order);
+medians.
 """
 
 from __future__ import annotations
@@ -64,20 +66,30 @@ def main() -> None:
     parser.add_argument("--scenario", default="caltech101")
     parser.add_argument("--test-images", type=int, default=500, help="the test set's size (for per-image times)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tower-batches", default="32,100,256", help="the module-level tower's batch sizes")
+    parser.add_argument("--run-settings", default="auto,256", help="the run's eval.batch_size settings")
     args = parser.parse_args()
+    tower_batches = [int(b) for b in args.tower_batches.split(",")]
+    run_settings = args.run_settings.split(",")
     rows: dict[str, list] = {}
     choices = []
     with tempfile.TemporaryDirectory() as work:
+        cases = [("module", batch) for batch in tower_batches] + [("run", setting) for setting in run_settings]
+        for name in [f"module level, batch {b}" for b in tower_batches] + \
+                [f"clprompt run, eval.batch_size={s}" for s in run_settings]:
+            rows[name] = []
         for repeat in range(args.repeats):
-            for batch in (32, 100, 256):
-                rows.setdefault(f"module level, batch {batch}", []).append(
-                    module_ms(args.data, args.weights, args.scenario, batch))
-            for setting in ("auto", "256"):
-                seconds, record = run_ms(args.data, args.weights, args.scenario, setting,
-                                         Path(work) / f"{setting}_{repeat}")
-                rows.setdefault(f"clprompt run, eval.batch_size={setting}", []).append(
-                    1000 * seconds / args.test_images)
-                if setting == "auto":
+            # every other repeat in the reverse order: a host that speeds up or slows down during a repeat
+            # favours neither the first cases nor the last
+            for kind, value in (cases if repeat % 2 == 0 else cases[::-1]):
+                if kind == "module":
+                    rows[f"module level, batch {value}"].append(module_ms(args.data, args.weights, args.scenario,
+                                                                          value))
+                    continue
+                seconds, record = run_ms(args.data, args.weights, args.scenario, value,
+                                         Path(work) / f"{value}_{repeat}")
+                rows[f"clprompt run, eval.batch_size={value}"].append(1000 * seconds / args.test_images)
+                if value == "auto":
                     choices.append(record)
             print(f"repeat {repeat + 1}: " + ", ".join(f"{k}: {v[-1]:.1f}" for k, v in rows.items()), flush=True)
     print(f"\nCPU, one thread; {args.test_images} test images of {args.scenario}; ViT-B/32 at 224 px, fp32; "

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from clprompt import config_dir
 from clprompt.config_check import NEUTRAL_KEYS, check_config, under, unknown_override
 from clprompt.errors import ClpromptError, ConfigValueError
-from clprompt.sweep import fail, in_multirun, release_freed_memory
+from clprompt.heap import keep_freed_memory, release_freed_memory
+from clprompt.sweep import fail, in_multirun
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -36,6 +37,7 @@ def main(cfg: DictConfig):
         check_config(cfg)   # a misspelled key or a bad value: answered before the heavy imports
     except ConfigValueError as error:
         return fail(cfg, run_dir, error)
+    keep_freed_memory()   # each batch's activations reuse the last one's pages (clprompt/heap.py)
     from clprompt import stages   # torch, Avalanche, open_clip, TensorBoard: only for a valid config
     from clprompt.training import stop_signal
 

@@ -30,6 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clprompt.data.augmentation import train_transform
+from clprompt import heap
 from clprompt.errors import ClpromptError, ConfigValueError, ParametersDivergedError
 from clprompt.records import metrics
 from clprompt.training import checkpoint, stop_signal
@@ -375,7 +376,7 @@ class RunParts:
         fields = {"storage": self.storage,
                   "feature_cache": {**self.cache_record, **(self.cache.record() if self.cache else {})},
                   "evaluation_batch": self.encoding_batch.record(),
-                  "timing": self.timing, "resources": peak_memory(self.device),
+                  "timing": self.timing, "resources": {**peak_memory(self.device), "heap": heap.setting()},
                   "task_confusion": self.matrix_plugin.task_confusion}
         if self.task_plugin.record() is not None:   # methods that choose a task's prompts per image
             fields["task_identification"] = self.task_plugin.record()

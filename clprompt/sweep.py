@@ -57,25 +57,6 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def release_freed_memory() -> None:
-    """After a job of a sweep run in this process (Hydra's basic launcher): collect the job's garbage and
-    hand the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing more).
-
-    The jobs free what they built, but glibc's allocator keeps the freed heap, and the next job's model,
-    images and activations land beside it: a six-job study of ViT-B/32 runs grew to 5.1 GB against 1.9-2.3
-    GB for one run; with the trim, 2.0 GB. Measured between four jobs of a small ViT-B/32 run: 1.26-1.57 GB
-    resident before the trim, 0.93 GB after, no object of a finished job alive."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):   # not glibc (musl): nothing to trim
-            pass
-
-
 def fail(cfg: DictConfig, run_dir: Path, error: BaseException):
     """A run stopped by a user error (a bad setting, a missing dataset): the message on stderr and in the
     log; in a sweep the failure is recorded and the sweep goes on (``SweepSummary`` counts it at its end),

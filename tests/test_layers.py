@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ["scenarios", "foundation", "model", "parts", "methods", "training", "data", "records", "command line"]
-FOUNDATION = {"clprompt", "clprompt.errors", "clprompt.config_check", "clprompt.versions"}
+FOUNDATION = {"clprompt", "clprompt.errors", "clprompt.config_check", "clprompt.versions", "clprompt.heap"}
 COMMAND_LINE = {"clprompt.run", "clprompt.stages", "clprompt.pretrain", "clprompt.miniclip_pretraining",
                 "clprompt.report", "clprompt.sweep", "clprompt.__main__"}
 

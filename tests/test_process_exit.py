@@ -50,7 +50,7 @@ def test_with_another_thread_alive_the_interpreter_exits_as_usual(tmp_path):
 
 TRIM = r"""
 import sys
-from clprompt.sweep import release_freed_memory
+from clprompt.heap import release_freed_memory
 
 def rss():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) // 1024
