@@ -3,10 +3,10 @@ the run computes, and handed back to the system between the jobs of a sweep.
 
 An image tower's activations are allocated and freed at every batch. With glibc's defaults, the freed
 memory is returned to the system whenever more than a few tens of MB lie free at the top of the heap,
-and the next batch faults the same pages in again, zero-filled. On a CPU this is measurable: a zero-shot
-evaluation of 500 images through ViT-B/32 at 224 px (one thread) took 3.5 million page faults and 69 ms
-per image, against 0.43 million and 61 ms with the settings below, the bare open_clip tower's speed. The
-peak resident memory grew by 2.5 % (1.90 to 1.95 GB).
+and the next batch faults the same pages in again, zero-filled. On a CPU this is measurable: a first
+CoOp run on ViT-B/32 at 224 px (one thread; docs/performance.md, "The heap") took 3.0-3.4 million page
+faults with glibc's defaults and about 1.1 million with the settings below, with the same peak resident
+memory. A larger mmap threshold (64-256 MiB) saved more faults but raised the peak by 8-10 %.
 
 ``keep_freed_memory`` sets glibc's two thresholds once, when the command line starts a run:
 allocations below ``MMAP_THRESHOLD`` come from the heap (above it, from their own mapping, returned when
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-MMAP_THRESHOLD = 256 * 2 ** 20
+MMAP_THRESHOLD = 32 * 2 ** 20   # glibc's own ceiling for the threshold it adapts: no more memory at the peak
 TRIM_THRESHOLD = 2 ** 30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameter numbers (malloc.h)
 
