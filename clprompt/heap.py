@@ -4,7 +4,7 @@ the run computes, and handed back to the system between the jobs of a sweep.
 An image tower's activations are allocated and freed at every batch. With glibc's defaults, the freed
 memory is returned to the system whenever more than a few tens of MB lie free at the top of the heap,
 and the next batch faults the same pages in again, zero-filled. On a CPU this is measurable: a first
-CoOp run on ViT-B/32 at 224 px (one thread; docs/performance.md, "The heap") took 3.0-3.4 million page
+CoOp run on ViT-B/32 at 224 px (one thread; docs/performance.md, "The heap") took 3.0-4.4 million page
 faults with glibc's defaults and about 1.1 million with the settings below, with the same peak resident
 memory. A larger mmap threshold (64-256 MiB) saved more faults but raised the peak by 8-10 %.
 

@@ -80,3 +80,27 @@ def test_an_environment_read_at_start_up_gets_a_new_interpreter(tmp_path, monkey
     assert done.stdout == f"{threads}\n" and started == []
     warm_python.run(["-c", "pass"], cwd=tmp_path, env=dict(os.environ, PROBE="read later"))
     assert started == ["warm"]
+
+
+def test_a_variable_torch_sets_while_it_compiles_keeps_the_fork(tmp_path, monkeypatch):
+    """torch.compile writes TORCHINDUCTOR_CACHE_DIR into the test process's environment; it is read when a
+    run compiles, so a command given that environment is still forked."""
+    monkeypatch.delenv("CLPROMPT_TEST_WARM", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    started = []
+    monkeypatch.setattr(warm_python._Server, "run", lambda *a: started.append("warm"))
+    warm_python.run(["-c", "pass"], cwd=tmp_path)
+    assert started == ["warm"]
+
+
+def test_a_new_interpreter_receives_ctrl_c_even_from_a_background_job(tmp_path):
+    """A shell's background job (a CI runner's) ignores SIGINT, and its children inherit that; the command
+    gets SIGINT as from a terminal in both kinds of process."""
+    threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)   # not forkable: a new interpreter
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        done = warm_python.run(["-c", "import os, signal; os.kill(os.getpid(), signal.SIGINT)"], cwd=tmp_path,
+                               env=dict(os.environ, OMP_NUM_THREADS=threads))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done.returncode == -signal.SIGINT and "KeyboardInterrupt" in done.stderr

@@ -32,8 +32,13 @@ import tempfile
 from pathlib import Path
 
 PRELOAD = "clprompt.stages"   # what `python -m clprompt.run` imports for a valid config
-AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "CUDA_", "TORCH", "PYTORCH_", "LD_", "MALLOC_")
+AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "CUDA_", "TORCH", "PYTORCH_", "LD_", "MALLOC_",
+            "GLIBC_TUNABLES")
+AT_RUN_TIME = ("PYTHONPATH", "TORCHINDUCTOR_")   # read later (torch.compile sets TORCHINDUCTOR_CACHE_DIR itself)
 HERE = Path(__file__).resolve().parent
+# The warm process's environment: this test process's when it collected the tests (conftest has set the
+# threads and the cache folder), not whatever a test changed before the first call.
+START_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def run(args: list[str], *, cwd, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -43,16 +48,15 @@ def run(args: list[str], *, cwd, env: dict | None = None, timeout: float = 300) 
     args = [str(a) for a in args]
     if not _servable(args, env):
         return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, preexec_fn=_shell_like_signals)
     return _server().run(args, str(cwd), env, timeout)
 
 
 def _servable(args: list[str], env: dict) -> bool:
     if os.environ.get("CLPROMPT_TEST_WARM", "1") == "0" or len(args) < 2 or args[0] not in ("-m", "-c"):
         return False
-    started = _Server.instance.env if _Server.instance else _Server.start_env()
-    return all(env.get(key) == started.get(key) for key in set(env) | set(started)
-               if key.startswith(AT_START) and key != "PYTHONPATH")
+    return all(env.get(key) == START_ENV.get(key) for key in set(env) | set(START_ENV)
+               if key.startswith(AT_START) and not key.startswith(AT_RUN_TIME))
 
 
 class _Server:
@@ -61,13 +65,8 @@ class _Server:
 
     instance: _Server | None = None
 
-    @staticmethod
-    def start_env() -> dict:
-        return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
     def __init__(self):
-        self.env = self.start_env()
-        self.process = subprocess.Popen([sys.executable, __file__], cwd=HERE, env=self.env, bufsize=0,
+        self.process = subprocess.Popen([sys.executable, __file__], cwd=HERE, env=START_ENV, bufsize=0,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_shell_like_signals)
         self.pending = b""
         atexit.register(self.process.kill)
@@ -112,7 +111,8 @@ def _server() -> _Server:
 
 
 def _shell_like_signals():
-    """As a command started from a shell: SIGINT not ignored (pytest-xdist's workers ignore it)."""
+    """As a command started from a terminal: SIGINT not ignored (a shell's background job, a CI runner's,
+    inherits it ignored, and Python then installs no KeyboardInterrupt handler)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
