@@ -82,11 +82,14 @@ def test_an_environment_read_at_start_up_gets_a_new_interpreter(tmp_path, monkey
     assert started == ["warm"]
 
 
-def test_a_variable_torch_sets_while_it_compiles_keeps_the_fork(tmp_path, monkeypatch):
-    """torch.compile writes TORCHINDUCTOR_CACHE_DIR into the test process's environment; it is read when a
-    run compiles, so a command given that environment is still forked."""
+def test_variables_torch_sets_while_it_compiles_keep_the_fork(tmp_path, monkeypatch):
+    """torch.compile writes TORCHINDUCTOR_CACHE_DIR, CUDA_HOME, KMP_DUPLICATE_LIB_OK and TORCH_WARM_POOL into
+    the test process's environment; they are read when a run compiles, so a command given that environment
+    is still forked."""
     monkeypatch.delenv("CLPROMPT_TEST_WARM", raising=False)
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    for name, value in (("TORCHINDUCTOR_CACHE_DIR", str(tmp_path)), ("CUDA_HOME", "/usr/local"),
+                        ("KMP_DUPLICATE_LIB_OK", "TRUE"), ("TORCH_WARM_POOL", "0")):
+        monkeypatch.setenv(name, value)
     started = []
     monkeypatch.setattr(warm_python._Server, "run", lambda *a: started.append("warm"))
     warm_python.run(["-c", "pass"], cwd=tmp_path)

@@ -13,7 +13,7 @@ flushed), with the exit status or the signal that ended it.
 What a fork cannot give, a real process does, and ``run`` starts one instead:
 - ``CLPROMPT_TEST_WARM=0`` in the environment of the suite (every call then starts a new interpreter);
 - an environment that differs from the warm process's in a variable read when an interpreter or torch
-  starts (``PYTHON*`` other than ``PYTHONPATH``, ``OMP_*``, ``MKL_*``, ``CUDA_*``, ``TORCH*``, ...);
+  starts (``PYTHON*`` other than ``PYTHONPATH``, ``LD_*``, ``MALLOC_*``, ``OMP_*``, ``MKL_*``, ...);
 - a command that is not ``-m <module>`` or ``-c <code>``.
 Tests about the process itself (which modules a command imports, the interpreter's teardown, launchers'
 and torchrun's worker processes, an installed copy) call ``subprocess`` directly.
@@ -32,9 +32,11 @@ import tempfile
 from pathlib import Path
 
 PRELOAD = "clprompt.stages"   # what `python -m clprompt.run` imports for a valid config
-AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "CUDA_", "TORCH", "PYTORCH_", "LD_", "MALLOC_",
-            "GLIBC_TUNABLES")
-AT_RUN_TIME = ("PYTHONPATH", "TORCHINDUCTOR_")   # read later (torch.compile sets TORCHINDUCTOR_CACHE_DIR itself)
+# Variables read when the interpreter, the C library, the OpenMP runtime or torch load: the warm process read
+# them at its own start. Others are read later, in the forked child: CUDA_* (CUDA starts in the child, never
+# in the warm process), TORCHINDUCTOR_* and the rest that torch.compile itself writes into the environment.
+AT_START = ("PYTHON", "LD_", "MALLOC_", "GLIBC_TUNABLES", "OMP_", "GOMP_", "MKL_", "OPENBLAS_", "TORCH_LOGS",
+            "TORCH_CPP_LOG_LEVEL", "PYTORCH_JIT")
 HERE = Path(__file__).resolve().parent
 # The warm process's environment: this test process's when it collected the tests (conftest has set the
 # threads and the cache folder), not whatever a test changed before the first call.
@@ -56,7 +58,7 @@ def _servable(args: list[str], env: dict) -> bool:
     if os.environ.get("CLPROMPT_TEST_WARM", "1") == "0" or len(args) < 2 or args[0] not in ("-m", "-c"):
         return False
     return all(env.get(key) == START_ENV.get(key) for key in set(env) | set(START_ENV)
-               if key.startswith(AT_START) and not key.startswith(AT_RUN_TIME))
+               if key.startswith(AT_START) and key != "PYTHONPATH")
 
 
 class _Server:
