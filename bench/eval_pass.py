@@ -74,21 +74,19 @@ def main() -> None:
     rows: dict[str, list] = {}
     choices = []
     with tempfile.TemporaryDirectory() as work:
-        cases = [("module", batch) for batch in tower_batches] + [("run", setting) for setting in run_settings]
-        for name in [f"module level, batch {b}" for b in tower_batches] + \
-                [f"clprompt run, eval.batch_size={s}" for s in run_settings]:
-            rows[name] = []
+        cases = [(f"module level, batch {batch}", "module", batch) for batch in tower_batches] + \
+            [(f"clprompt run, eval.batch_size={setting}", "run", setting) for setting in run_settings]
+        rows.update({name: [] for name, _, _ in cases})   # the table's rows in this order
         for repeat in range(args.repeats):
             # every other repeat in the reverse order: a host that speeds up or slows down during a repeat
             # favours neither the first cases nor the last
-            for kind, value in (cases if repeat % 2 == 0 else cases[::-1]):
+            for name, kind, value in (cases if repeat % 2 == 0 else cases[::-1]):
                 if kind == "module":
-                    rows[f"module level, batch {value}"].append(module_ms(args.data, args.weights, args.scenario,
-                                                                          value))
+                    rows[name].append(module_ms(args.data, args.weights, args.scenario, value))
                     continue
                 seconds, record = run_ms(args.data, args.weights, args.scenario, value,
                                          Path(work) / f"{value}_{repeat}")
-                rows[f"clprompt run, eval.batch_size={value}"].append(1000 * seconds / args.test_images)
+                rows[name].append(1000 * seconds / args.test_images)
                 if value == "auto":
                     choices.append(record)
             print(f"repeat {repeat + 1}: " + ", ".join(f"{k}: {v[-1]:.1f}" for k, v in rows.items()), flush=True)

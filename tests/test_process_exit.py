@@ -1,8 +1,7 @@
 """The process around runs: a finished, refused or interrupted run ends without the interpreter's teardown
 (``clprompt.run.exit_without_teardown``), yet does what an exit must (atexit handlers, logs and output
 flushed, the run's exit status; with another non-daemon thread alive it leaves the exit to the
-interpreter); between
-the jobs of a sweep in one process the freed heap goes back to the system."""
+interpreter); between the jobs of a sweep in one process the freed heap goes back to the system."""
 
 import subprocess
 import sys
